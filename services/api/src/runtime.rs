@@ -1,0 +1,109 @@
+//! Plumbing shared by the service binaries: logging, configuration, health endpoints.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use anyhow::Context;
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+
+/// Initializes JSON-free, human-readable logging filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .init();
+}
+
+/// The value of environment variable `name`, or `default` when unset.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Environment variable `name` parsed as `T`, or `default` when unset.
+pub fn env_parse<T>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("environment variable {name}={v:?}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The listen address from `LISTEN_ADDR` (default `0.0.0.0:8080`).
+pub fn listen_addr() -> anyhow::Result<SocketAddr> {
+    env_parse("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))
+}
+
+/// A readiness check: `Ok` when ready, otherwise the reason.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Routes `/healthz` (always 200 while the process serves) and `/readyz` (200 when `ready`
+/// passes, otherwise 503 with the reason).
+pub fn health_router(ready: ReadyCheck) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(ready)
+}
+
+async fn readyz(State(ready): State<ReadyCheck>) -> (StatusCode, String) {
+    match ready().await {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}
+
+/// A readiness check that passes when the Kubernetes API server answers.
+pub fn apiserver_ready(client: kube::Client) -> ReadyCheck {
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            client
+                .apiserver_version()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("API server unreachable: {e}"))
+        })
+    })
+}
+
+/// Serves `router` on `addr` until SIGTERM or Ctrl-C.
+pub async fn serve(addr: SocketAddr, router: Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
