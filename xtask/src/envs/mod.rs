@@ -1,0 +1,558 @@
+//! Each service's end-to-end environment as data: which components it needs, in which
+//! order, and the commands and API operations each task carries out.
+//!
+//! The building blocks here (cluster, images, PostgreSQL, migrations, a deployment, the specs)
+//! are shared; a service module only lists its components and their edges.
+
+mod datastorage;
+mod gateway;
+mod remediationorchestrator;
+mod signalprocessing;
+mod workflowexecution;
+
+use std::time::Duration;
+
+use camino::Utf8PathBuf;
+use clap::ValueEnum;
+
+use crate::flags::Engine;
+use crate::phases::{Command, Kind, KubeOp, Phase, Plan, Task};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Gateway,
+    Signalprocessing,
+    Datastorage,
+    Remediationorchestrator,
+    Workflowexecution,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Signalprocessing => "signalprocessing",
+            Service::Datastorage => "datastorage",
+            Service::Remediationorchestrator => "remediationorchestrator",
+            Service::Workflowexecution => "workflowexecution",
+        }
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Service::value_variants().iter().map(|s| s.name()).collect()
+    }
+
+    /// The validated task graph of this service's environment.
+    pub fn plan(self, settings: &Settings) -> anyhow::Result<Plan> {
+        let mut env = Env {
+            settings,
+            tasks: Vec::new(),
+        };
+        match self {
+            Service::Gateway => gateway::tasks(&mut env),
+            Service::Signalprocessing => signalprocessing::tasks(&mut env),
+            Service::Datastorage => datastorage::tasks(&mut env),
+            Service::Remediationorchestrator => remediationorchestrator::tasks(&mut env),
+            Service::Workflowexecution => workflowexecution::tasks(&mut env),
+        }
+        Plan::new(env.tasks)
+    }
+}
+
+/// Where the environment runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Kind cluster of this name, created unless reused.
+    Kind { name: String, reuse: bool },
+    /// A cluster that already exists; the run gets its own namespace.
+    Existing { kubeconfig: Utf8PathBuf },
+}
+
+/// How built images reach the cluster's container runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    KindLoad,
+    /// The runtime already sees the engine's images (a single-node cluster on this host).
+    None,
+}
+
+/// What a plan depends on besides the service: the run's identity and the chosen backends.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub run_id: String,
+    pub run_dir: Utf8PathBuf,
+    pub engine: Engine,
+    pub target: Target,
+    pub delivery: Delivery,
+    pub namespace: String,
+    pub base_image: String,
+}
+
+impl Settings {
+    pub fn kubeconfig(&self) -> Utf8PathBuf {
+        match &self.target {
+            Target::Kind { .. } => self.run_dir.join("kubeconfig"),
+            Target::Existing { kubeconfig } => kubeconfig.clone(),
+        }
+    }
+
+    /// `KIND_EXPERIMENTAL_PROVIDER=podman` on every kind call when the engine is podman.
+    fn kind(&self, args: &[&str]) -> Command {
+        let cmd = Command::new("kind", args.iter().copied());
+        match self.engine {
+            Engine::Podman => cmd.env("KIND_EXPERIMENTAL_PROVIDER", "podman"),
+            Engine::Docker => cmd,
+        }
+    }
+
+    /// The commands that run after the plan, whatever its outcome.
+    pub fn teardown(&self, keep: bool) -> Vec<String> {
+        match &self.target {
+            Target::Kind { name, reuse } => {
+                let logs = self.run_dir.join("kind-logs");
+                let mut steps = vec![format!(
+                    "on failure: {}",
+                    self.kind(&["export", "logs", logs.as_str(), "--name", name])
+                )];
+                if !keep && !reuse {
+                    steps.push(
+                        self.kind(&["delete", "cluster", "--name", name])
+                            .to_string(),
+                    );
+                } else {
+                    steps.push(format!("keep cluster {name}"));
+                }
+                steps
+            }
+            Target::Existing { .. } => {
+                let mut steps = vec![format!(
+                    "on failure: save events and pod logs of namespace {} to {}",
+                    self.namespace,
+                    self.run_dir.join("diagnostics")
+                )];
+                if !keep {
+                    steps.push(format!("kube: delete namespace {}", self.namespace));
+                }
+                steps
+            }
+        }
+    }
+}
+
+/// Task ids shared by the building blocks, so edges are spelled once.
+pub mod ids {
+    pub const CLUSTER: &str = "cluster";
+    pub const CRDS: &str = "crds";
+    pub const NAMESPACE: &str = "namespace";
+    pub const BINARIES: &str = "build-binaries";
+    pub const POSTGRESQL: &str = "postgresql";
+    pub const REDIS: &str = "redis";
+    pub const MIGRATIONS: &str = "migrations";
+    pub const SPECS: &str = "specs";
+}
+
+/// Stages of `--strategy phased`, the seed's barriers: cluster, then images and databases,
+/// then datastorage, then the service under test, then the specs.
+mod stage {
+    pub const CLUSTER: u8 = 1;
+    pub const IMAGES_AND_INFRA: u8 = 2;
+    pub const DATASTORAGE: u8 = 3;
+    pub const SERVICE: u8 = 4;
+    pub const SPECS: u8 = 5;
+}
+
+const CRDS: [&str; 3] = [
+    "remediationrequests.remedy.dev",
+    "signalprocessings.remedy.dev",
+    "workflowexecutions.remedy.dev",
+];
+
+/// A plan under construction.
+pub struct Env<'a> {
+    settings: &'a Settings,
+    tasks: Vec<Task>,
+}
+
+impl Env<'_> {
+    fn add(&mut self, task: Task) {
+        self.tasks.push(task);
+    }
+
+    /// The cluster, and the run's namespace in it.
+    fn cluster(&mut self) {
+        let s = self.settings;
+        let task = match &s.target {
+            Target::Kind { name, .. } => {
+                let config = s.run_dir.join("kind-config.yaml");
+                let kubeconfig = s.kubeconfig();
+                Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process)
+                    .estimate(150)
+                    .run(s.kind(&[
+                        "create",
+                        "cluster",
+                        "--name",
+                        name,
+                        "--config",
+                        config.as_str(),
+                        "--kubeconfig",
+                        kubeconfig.as_str(),
+                        "--wait",
+                        "5m",
+                    ]))
+            }
+            Target::Existing { .. } => Task::new(ids::CLUSTER, Phase::Cluster, Kind::Api)
+                .estimate(1)
+                .kube(KubeOp::ServerVersion),
+        };
+        self.add(task.stage(stage::CLUSTER));
+        self.add(
+            Task::new(ids::NAMESPACE, Phase::Cluster, Kind::Api)
+                .after(&[ids::CLUSTER])
+                .stage(stage::CLUSTER)
+                .estimate(2)
+                .kube(KubeOp::Namespace),
+        );
+    }
+
+    /// Every Remedy CRD, applied and Established.
+    fn crds(&mut self) {
+        let mut task = Task::new(ids::CRDS, Phase::Cluster, Kind::Api)
+            .after(&[ids::CLUSTER])
+            .stage(stage::CLUSTER)
+            .estimate(3);
+        for crd in CRDS {
+            task = task.kube(KubeOp::Apply {
+                manifest: format!("test/manifests/crds/{crd}.yaml").into(),
+            });
+        }
+        self.add(task.kube(KubeOp::CrdsEstablished {
+            names: CRDS.iter().map(|c| c.to_string()).collect(),
+        }));
+    }
+
+    /// One cargo invocation for every binary the images need, then an image per binary and,
+    /// on Kind, its delivery into the node. Returns nothing; see [`Env::image_ready`].
+    fn images(&mut self, binaries: &[&str]) {
+        let s = self.settings;
+        let mut args = vec!["build", "--locked"];
+        for bin in binaries {
+            args.extend(["--bin", bin]);
+        }
+        self.add(
+            Task::new(ids::BINARIES, Phase::Images, Kind::Build)
+                .stage(stage::IMAGES_AND_INFRA)
+                .estimate(60)
+                .run(Command::new("cargo", args)),
+        );
+        for &bin in binaries {
+            let context = s.run_dir.join("images").join(bin);
+            let image = image_ref(bin);
+            let base = format!("BASE_IMAGE={}", s.base_image);
+            let dockerfile = format!("services/{bin}/Dockerfile");
+            self.add(
+                Task::new(format!("build-image-{bin}"), Phase::Images, Kind::Build)
+                    .after(&[ids::BINARIES])
+                    .stage(stage::IMAGES_AND_INFRA)
+                    .estimate(8)
+                    .copy(format!("target/debug/{bin}"), context.join(bin))
+                    .run(Command::new(
+                        s.engine.program(),
+                        [
+                            "build",
+                            "--tag",
+                            &image,
+                            "--build-arg",
+                            &base,
+                            "--file",
+                            &dockerfile,
+                            context.as_str(),
+                        ],
+                    )),
+            );
+            if s.delivery == Delivery::KindLoad {
+                let Target::Kind { name, .. } = &s.target else {
+                    unreachable!("kind delivery needs a Kind cluster")
+                };
+                let archive = s.run_dir.join("images").join(format!("{bin}.tar"));
+                let save = match s.engine {
+                    Engine::Docker => {
+                        Command::new("docker", ["save", "--output", archive.as_str(), &image])
+                    }
+                    Engine::Podman => Command::new(
+                        "podman",
+                        [
+                            "save",
+                            "--format",
+                            "docker-archive",
+                            "--output",
+                            archive.as_str(),
+                            &image,
+                        ],
+                    ),
+                };
+                self.add(
+                    Task::new(format!("load-image-{bin}"), Phase::Images, Kind::Process)
+                        .after(&[&format!("build-image-{bin}"), ids::CLUSTER])
+                        .stage(stage::IMAGES_AND_INFRA)
+                        .estimate(12)
+                        .run(save)
+                        .run(s.kind(&["load", "image-archive", archive.as_str(), "--name", name])),
+                );
+            }
+        }
+    }
+
+    /// The task after which `bin`'s image can be used by pods.
+    fn image_ready(&self, bin: &str) -> String {
+        match self.settings.delivery {
+            Delivery::KindLoad => format!("load-image-{bin}"),
+            Delivery::None => format!("build-image-{bin}"),
+        }
+    }
+
+    /// Applies a manifest and waits for its Deployment to roll out.
+    fn deployment(&mut self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) {
+        self.add(
+            Task::new(id, phase, Kind::Api)
+                .after(deps)
+                .stage(stage)
+                .estimate(estimate)
+                .kube(KubeOp::Apply {
+                    manifest: format!("test/manifests/{id}.yaml").into(),
+                })
+                .kube(KubeOp::Rollout {
+                    deployment: id.to_owned(),
+                    timeout: Duration::from_secs(180),
+                }),
+        );
+    }
+
+    fn postgresql(&mut self) {
+        self.deployment(
+            ids::POSTGRESQL,
+            Phase::Infra,
+            stage::IMAGES_AND_INFRA,
+            &[ids::NAMESPACE],
+            20,
+        );
+    }
+
+    fn redis(&mut self) {
+        self.deployment(
+            ids::REDIS,
+            Phase::Infra,
+            stage::IMAGES_AND_INFRA,
+            &[ids::NAMESPACE],
+            10,
+        );
+    }
+
+    /// PostgreSQL, the schema migrations Job (datastorage's image), then datastorage itself.
+    fn datastorage(&mut self) {
+        self.postgresql();
+        let image = self.image_ready("datastorage");
+        self.add(
+            Task::new(ids::MIGRATIONS, Phase::Infra, Kind::Api)
+                .after(&[ids::POSTGRESQL, &image])
+                .stage(stage::DATASTORAGE)
+                .estimate(8)
+                .kube(KubeOp::Apply {
+                    manifest: "test/manifests/datastorage-migrate.yaml".into(),
+                })
+                .kube(KubeOp::JobComplete {
+                    job: "datastorage-migrate".into(),
+                    timeout: Duration::from_secs(180),
+                }),
+        );
+        self.deployment(
+            "datastorage",
+            Phase::Services,
+            stage::DATASTORAGE,
+            &[ids::MIGRATIONS, &image],
+            10,
+        );
+    }
+
+    /// The service under test: its manifest applied once `deps` and its image are ready.
+    fn service(&mut self, name: &str, deps: &[&str]) {
+        let image = self.image_ready(name);
+        let mut all: Vec<&str> = deps.to_vec();
+        all.push(&image);
+        self.deployment(name, Phase::Services, stage::SERVICE, &all, 10);
+    }
+
+    /// The service's E2E suite, once everything it talks to is up.
+    fn specs(&mut self, suite: &str, deps: &[&str]) {
+        let s = self.settings;
+        let cmd = Command::new(
+            "cargo",
+            [
+                "test",
+                "--locked",
+                "--package",
+                "remedy-e2e",
+                "--test",
+                suite,
+            ],
+        )
+        .env("REMEDY_E2E_KUBECONFIG", s.kubeconfig().as_str())
+        .env("REMEDY_E2E_NAMESPACE", &s.namespace)
+        .env("REMEDY_E2E_RUN_ID", &s.run_id);
+        self.add(
+            Task::new(ids::SPECS, Phase::Tests, Kind::Process)
+                .after(deps)
+                .stage(stage::SPECS)
+                .estimate(30)
+                .run(cmd),
+        );
+    }
+}
+
+/// The image of a service; the tag is the content hash of its inputs, known once it is built.
+pub fn image_ref(bin: &str) -> String {
+    format!("remedy/{bin}:${{TAG_{}}}", bin.to_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::Step;
+
+    pub(super) fn settings(target: Target, delivery: Delivery, engine: Engine) -> Settings {
+        Settings {
+            run_id: "r1".into(),
+            run_dir: "target/e2e/x/r1".into(),
+            engine,
+            target,
+            delivery,
+            namespace: "remedy-r1".into(),
+            base_image: "debian:bookworm-slim".into(),
+        }
+    }
+
+    pub(super) fn kind() -> Settings {
+        settings(
+            Target::Kind {
+                name: "remedy-r1".into(),
+                reuse: false,
+            },
+            Delivery::KindLoad,
+            Engine::Docker,
+        )
+    }
+
+    pub(super) fn deps_of(plan: &Plan, id: &str) -> Vec<String> {
+        let mut deps = plan.tasks()[plan.index_of(id).unwrap()].deps.clone();
+        deps.sort();
+        deps
+    }
+
+    #[test]
+    fn every_service_has_a_valid_plan_on_every_backend() {
+        let targets = [
+            settings(
+                Target::Kind {
+                    name: "c".into(),
+                    reuse: false,
+                },
+                Delivery::KindLoad,
+                Engine::Docker,
+            ),
+            settings(
+                Target::Kind {
+                    name: "c".into(),
+                    reuse: false,
+                },
+                Delivery::KindLoad,
+                Engine::Podman,
+            ),
+            settings(
+                Target::Existing {
+                    kubeconfig: "k".into(),
+                },
+                Delivery::None,
+                Engine::Docker,
+            ),
+        ];
+        for service in Service::value_variants() {
+            for s in &targets {
+                let plan = service
+                    .plan(s)
+                    .unwrap_or_else(|e| panic!("{}: {e}", service.name()));
+                assert_eq!(
+                    plan.tasks().last().unwrap().id,
+                    ids::SPECS,
+                    "{}",
+                    service.name()
+                );
+                assert!(
+                    plan.index_of(service.name()).is_some(),
+                    "{} deploys itself",
+                    service.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn podman_sets_the_kind_provider_on_every_kind_call() {
+        let s = settings(
+            Target::Kind {
+                name: "c".into(),
+                reuse: false,
+            },
+            Delivery::KindLoad,
+            Engine::Podman,
+        );
+        let plan = Service::Gateway.plan(&s).unwrap();
+        let kind_calls: Vec<&Command> = plan
+            .tasks()
+            .iter()
+            .flat_map(|t| &t.steps)
+            .filter_map(|step| match step {
+                Step::Run(cmd) if cmd.program == "kind" => Some(cmd),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kind_calls.len(), 3, "create + two loads");
+        for cmd in kind_calls {
+            assert_eq!(
+                cmd.env,
+                [(
+                    "KIND_EXPERIMENTAL_PROVIDER".to_string(),
+                    "podman".to_string()
+                )],
+                "{cmd}"
+            );
+        }
+        assert!(
+            s.teardown(false)
+                .iter()
+                .all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman"))
+        );
+    }
+
+    #[test]
+    fn existing_cluster_has_no_kind_commands() {
+        let s = settings(
+            Target::Existing {
+                kubeconfig: "k".into(),
+            },
+            Delivery::None,
+            Engine::Docker,
+        );
+        for service in Service::value_variants() {
+            let plan = service.plan(&s).unwrap();
+            let programs: Vec<&str> = plan
+                .tasks()
+                .iter()
+                .flat_map(|t| &t.steps)
+                .filter_map(|step| match step {
+                    Step::Run(cmd) => Some(cmd.program.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert!(!programs.contains(&"kind"), "{programs:?}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The command line: every subcommand and flag, with `--help` examples.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::envs::Service;
+use crate::phases::Strategy;
+
+/// Build automation for the Remedy workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub subcommand: XtaskCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum XtaskCmd {
+    E2e(E2e),
+}
+
+/// Bring up a service's end-to-end environment, run its specs, report the timings, tear down.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask e2e gateway --plan                  print the task graph and critical path, run nothing
+  cargo xtask e2e gateway --strategy phased --plan
+                                                  the seed's barrier phases, for comparison
+  cargo xtask e2e gateway                         fresh Kind cluster, run the specs, tear down
+  cargo xtask e2e gateway --keep-cluster --cluster-name dev
+                                                  keep the cluster for a later --reuse-cluster run
+  cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
+                                                  deploy into a fresh namespace of an existing cluster")]
+pub struct E2e {
+    /// The service whose environment and specs to run.
+    #[arg(value_enum)]
+    pub service: Service,
+
+    /// Print the task graph, the commands each task runs and the critical path; run nothing.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// How tasks are scheduled: as soon as their dependencies finish, phase by phase behind
+    /// barriers, or one at a time.
+    #[arg(long, value_enum, default_value_t = Strategy::Dag)]
+    pub strategy: Strategy,
+
+    /// The most image builds at once [default: min(3, cores)].
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+
+    /// Keep the cluster (or namespace) after the run instead of deleting it.
+    #[arg(long)]
+    pub keep_cluster: bool,
+
+    /// Reuse the named Kind cluster if it exists, and keep it afterwards.
+    #[arg(long)]
+    pub reuse_cluster: bool,
+
+    /// Name of the Kind cluster [default: remedy-<service>-<run id>].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Container engine that builds and saves images [default: docker if found, else podman].
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+
+    /// Where the environment runs: a fresh Kind cluster, or an existing cluster.
+    #[arg(long, value_enum, default_value_t = ClusterMode::Kind)]
+    pub cluster: ClusterMode,
+
+    /// Kubeconfig of the existing cluster (required with --cluster existing).
+    #[arg(long, value_name = "PATH", required_if_eq("cluster", "existing"))]
+    pub kubeconfig: Option<Utf8PathBuf>,
+
+    /// How images reach an existing cluster: already in its runtime, or pushed to a registry.
+    #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
+    pub image_delivery: ImageDelivery,
+
+    /// Where the report, timeline and logs go [default: target/e2e/<service>/<run id>].
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<Utf8PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterMode {
+    Kind,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageDelivery {
+    /// `kind load image-archive` on Kind, `none` on an existing cluster.
+    Auto,
+    /// Load archives into the Kind node.
+    Kind,
+    /// The cluster's container runtime already has the images.
+    None,
+    /// Push to a registry (not available yet).
+    Registry,
+}
+
+impl Engine {
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Runs an external command in its own process group, its output appended to the task's log,
+//! and kills the whole group when the run is cancelled.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use camino::Utf8Path;
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio_util::sync::CancellationToken;
+use xshell::{Shell, cmd};
+
+use super::plan::Command;
+use super::scheduler::Cancelled;
+
+/// How often a running child is checked for exit and for cancellation.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Runs `command` to completion; a non-zero exit is an error naming the command. When `cancel`
+/// fires, the child's process group gets SIGKILL and the error is [`Cancelled`].
+pub fn run_command(
+    command: &Command,
+    log: &Utf8Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Cancelled.into());
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open log {log}"))?;
+    writeln!(file, "$ {command}")?;
+
+    let sh = Shell::new()?;
+    let (program, args) = (&command.program, &command.args);
+    let mut child: std::process::Command = cmd!(sh, "{program} {args...}").into();
+    child
+        .envs(command.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0);
+    let mut child = child
+        .spawn()
+        .with_context(|| format!("cannot start `{command}`"))?;
+    let pgid = Pid::from_child(&child);
+
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if cancel.is_cancelled() {
+            // The group outlives its leader's exit only if children remain; kill both.
+            let _ = kill_process_group(pgid, Signal::KILL);
+            let _ = child.wait();
+            return Err(Cancelled.into());
+        }
+        std::thread::sleep(POLL);
+    };
+    // Children the command left running in its group do not outlive the task.
+    let _ = kill_process_group(pgid, Signal::KILL);
+    if !status.success() {
+        bail!("`{command}` failed: {status}");
+    }
+    Ok(())
+}

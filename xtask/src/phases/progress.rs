@@ -1,0 +1,106 @@
+//! Progress while a plan runs: live spinner lines on a terminal, plain timestamped lines
+//! otherwise (`12:03:04.120 start images/build-gateway`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::plan::Task;
+use super::scheduler::{Status, TaskRecord};
+
+pub trait Progress {
+    fn started(&mut self, task: &Task);
+    fn finished(&mut self, task: &Task, record: &TaskRecord);
+}
+
+/// Live lines when stderr is a terminal and CI is not set, plain lines otherwise.
+pub fn for_stderr() -> Box<dyn Progress> {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    if !ci && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Box::new(Live::default())
+    } else {
+        Box::new(Plain {
+            out: Box::new(std::io::stderr()),
+        })
+    }
+}
+
+/// Formats a duration the way reports show it: `850ms`, `12.3s`, `2m36s`.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let whole = d.as_secs();
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
+
+fn clock() -> String {
+    jiff::Zoned::now().strftime("%H:%M:%S%.3f").to_string()
+}
+
+fn outcome_line(task: &Task, record: &TaskRecord) -> String {
+    let took = record.elapsed().map(human).unwrap_or_default();
+    let mut line = format!("{:<9} {} {took}", record.status.name(), task.label());
+    if let Some(error) = &record.error {
+        line.push_str(&format!(": {error}"));
+    }
+    line
+}
+
+pub struct Plain {
+    pub out: Box<dyn Write + Send>,
+}
+
+impl Progress for Plain {
+    fn started(&mut self, task: &Task) {
+        let _ = writeln!(self.out, "{} start     {}", clock(), task.label());
+    }
+
+    fn finished(&mut self, task: &Task, record: &TaskRecord) {
+        let _ = writeln!(self.out, "{} {}", clock(), outcome_line(task, record));
+    }
+}
+
+#[derive(Default)]
+pub struct Live {
+    bars: MultiProgress,
+    running: HashMap<String, ProgressBar>,
+}
+
+impl Progress for Live {
+    fn started(&mut self, task: &Task) {
+        let bar = self.bars.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+        );
+        bar.set_message(task.label());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.running.insert(task.id.clone(), bar);
+    }
+
+    fn finished(&mut self, task: &Task, record: &TaskRecord) {
+        if let Some(bar) = self.running.remove(&task.id) {
+            bar.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
+            let line = outcome_line(task, record);
+            if record.status == Status::Failed {
+                bar.abandon_with_message(line);
+            } else {
+                bar.finish_with_message(line);
+            }
+        }
+    }
+}
+
+/// Discards progress; for callers that only want the record.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn started(&mut self, _: &Task) {}
+    fn finished(&mut self, _: &Task, _: &TaskRecord) {}
+}

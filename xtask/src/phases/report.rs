@@ -1,0 +1,528 @@
+//! The timing report of a run: a terminal summary, `report.json` (schema in
+//! docs/report-schema.md), `report.md` and `timeline.svg`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Context;
+use camino::Utf8Path;
+use serde_json::json;
+
+use super::plan::{Phase, Plan};
+use super::progress::human;
+use super::scheduler::{RunRecord, Status};
+use super::svg;
+
+/// The version of the `report.json` layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Two events closer than this are taken as one causing the other.
+const RELEASE_SLACK: Duration = Duration::from_millis(20);
+
+/// A run and what can be derived from it.
+pub struct Report<'a> {
+    pub title: String,
+    pub run_id: String,
+    pub plan: &'a Plan,
+    pub run: &'a RunRecord,
+    /// The chain of tasks that set the end time, first to last.
+    pub critical: Vec<usize>,
+}
+
+pub struct PhaseRow {
+    pub phase: Phase,
+    pub tasks: usize,
+    /// From the phase's first start to its last end.
+    pub wall: Duration,
+    /// The sum of its tasks' durations.
+    pub sum: Duration,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(
+        title: impl Into<String>,
+        run_id: impl Into<String>,
+        plan: &'a Plan,
+        run: &'a RunRecord,
+    ) -> Report<'a> {
+        let critical = critical_path(plan, run);
+        Report {
+            title: title.into(),
+            run_id: run_id.into(),
+            plan,
+            run,
+            critical,
+        }
+    }
+
+    /// What running every task one after another would have cost.
+    pub fn sum_of_tasks(&self) -> Duration {
+        self.run.tasks.iter().filter_map(|t| t.elapsed()).sum()
+    }
+
+    pub fn critical_length(&self) -> Duration {
+        self.critical
+            .iter()
+            .filter_map(|&i| self.run.tasks[i].elapsed())
+            .sum()
+    }
+
+    pub fn phases(&self) -> Vec<PhaseRow> {
+        Phase::ALL
+            .iter()
+            .filter_map(|&phase| {
+                let records: Vec<_> = self
+                    .plan
+                    .tasks()
+                    .iter()
+                    .zip(&self.run.tasks)
+                    .filter(|(task, _)| task.phase == phase)
+                    .map(|(_, record)| record)
+                    .collect();
+                if records.is_empty() {
+                    return None;
+                }
+                let first = records.iter().filter_map(|r| r.start).min();
+                let last = records.iter().filter_map(|r| r.end).max();
+                let wall = match (first, last) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => Duration::ZERO,
+                };
+                let sum = records.iter().filter_map(|r| r.elapsed()).sum();
+                Some(PhaseRow {
+                    phase,
+                    tasks: records.len(),
+                    wall,
+                    sum,
+                })
+            })
+            .collect()
+    }
+
+    fn saving(&self) -> (Duration, f64) {
+        let sum = self.sum_of_tasks();
+        let saved = sum.saturating_sub(self.run.makespan);
+        let percent = if sum.is_zero() {
+            0.0
+        } else {
+            100.0 * saved.as_secs_f64() / sum.as_secs_f64()
+        };
+        (saved, percent)
+    }
+
+    fn critical_ids(&self) -> Vec<&str> {
+        self.critical
+            .iter()
+            .map(|&i| self.plan.tasks()[i].id.as_str())
+            .collect()
+    }
+
+    /// The summary printed at the end of a run.
+    pub fn terminal(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\n{} ({} strategy, jobs {})",
+            self.title,
+            self.run.strategy.name(),
+            self.run.jobs
+        );
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>6} {:>9} {:>9}",
+            "phase", "tasks", "wall", "sum"
+        );
+        for row in self.phases() {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>6} {:>9} {:>9}",
+                row.phase.name(),
+                row.tasks,
+                human(row.wall),
+                human(row.sum)
+            );
+        }
+        let (saved, percent) = self.saving();
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>6} {:>9} {:>9}",
+            "total",
+            self.plan.len(),
+            human(self.run.makespan),
+            human(self.sum_of_tasks())
+        );
+        let chain: Vec<String> = self
+            .critical
+            .iter()
+            .map(|&i| {
+                format!(
+                    "{} {}",
+                    self.plan.tasks()[i].id,
+                    self.run.tasks[i].elapsed().map(human).unwrap_or_default()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  critical path ({}): {}",
+            human(self.critical_length()),
+            chain.join(" -> ")
+        );
+        let _ = writeln!(
+            out,
+            "  sum of task times {} (what sequential would cost), took {}: saved {} ({percent:.0}%)",
+            human(self.sum_of_tasks()),
+            human(self.run.makespan),
+            human(saved)
+        );
+        let cached = self.run.count(Status::Cached);
+        if cached > 0 {
+            let _ = writeln!(
+                out,
+                "  cached: {cached} of {} tasks had nothing to do",
+                self.plan.len()
+            );
+        }
+        if let Some(summary) = self.run.failure_summary() {
+            let _ = writeln!(out, "  {summary}");
+            for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
+                if let Some(error) = &record.error {
+                    let _ = writeln!(out, "  {}: {error}", task.label());
+                    for line in &record.log_tail {
+                        let _ = writeln!(out, "    | {line}");
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let secs = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
+        let outcome = if self.run.interrupted {
+            "interrupted"
+        } else if self.run.succeeded() {
+            "ok"
+        } else {
+            "failed"
+        };
+        let (saved, _) = self.saving();
+        let tasks: Vec<_> = self
+            .plan
+            .tasks()
+            .iter()
+            .zip(&self.run.tasks)
+            .enumerate()
+            .map(|(i, (task, record))| {
+                json!({
+                    "id": task.id,
+                    "phase": task.phase,
+                    "kind": task.kind,
+                    "stage": task.stage,
+                    "deps": task.deps,
+                    "status": record.status,
+                    "start_s": secs(record.start),
+                    "end_s": secs(record.end),
+                    "duration_s": secs(record.elapsed()),
+                    "critical": self.critical.contains(&i),
+                    "error": record.error,
+                    "log": format!("logs/{}.log", task.id),
+                })
+            })
+            .collect();
+        let phases: Vec<_> = self
+            .phases()
+            .iter()
+            .map(|row| json!({"phase": row.phase, "tasks": row.tasks, "wall_s": secs(Some(row.wall)), "sum_s": secs(Some(row.sum))}))
+            .collect();
+        json!({
+            "schema": SCHEMA_VERSION,
+            "title": self.title,
+            "run_id": self.run_id,
+            "strategy": self.run.strategy,
+            "jobs": self.run.jobs,
+            "started_at": self.run.started_at.to_string(),
+            "outcome": outcome,
+            "summary": self.run.failure_summary(),
+            "makespan_s": secs(Some(self.run.makespan)),
+            "sum_of_tasks_s": secs(Some(self.sum_of_tasks())),
+            "saving_s": secs(Some(saved)),
+            "critical_path": self.critical_ids(),
+            "critical_path_s": secs(Some(self.critical_length())),
+            "phases": phases,
+            "tasks": tasks,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# {}\n", self.title);
+        let _ = writeln!(
+            out,
+            "Run `{}`, strategy `{}`, jobs {}, started {}.\n",
+            self.run_id,
+            self.run.strategy.name(),
+            self.run.jobs,
+            self.run.started_at
+        );
+        if let Some(summary) = self.run.failure_summary() {
+            let _ = writeln!(out, "**{summary}**\n");
+        }
+        let _ = writeln!(out, "| phase | tasks | wall | sum |\n|---|---:|---:|---:|");
+        for row in self.phases() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                row.phase.name(),
+                row.tasks,
+                human(row.wall),
+                human(row.sum)
+            );
+        }
+        let (saved, percent) = self.saving();
+        let _ = writeln!(
+            out,
+            "| **total** | {} | **{}** | {} |\n",
+            self.plan.len(),
+            human(self.run.makespan),
+            human(self.sum_of_tasks())
+        );
+        let _ = writeln!(
+            out,
+            "Critical path ({}): {}.\n\nSaved {} ({percent:.0}%) against running every task in turn.\n",
+            human(self.critical_length()),
+            self.critical_ids().join(" → "),
+            human(saved)
+        );
+        let _ = writeln!(out, "![timeline](timeline.svg)\n");
+        let _ = writeln!(
+            out,
+            "| task | phase | status | start | duration | critical |\n|---|---|---|---:|---:|:-:|"
+        );
+        for (i, (task, record)) in self.plan.tasks().iter().zip(&self.run.tasks).enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                task.id,
+                task.phase,
+                record.status.name(),
+                record.start.map(human).unwrap_or_default(),
+                record.elapsed().map(human).unwrap_or_default(),
+                if self.critical.contains(&i) {
+                    "yes"
+                } else {
+                    ""
+                }
+            );
+        }
+        for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
+            if let Some(error) = &record.error {
+                let _ = writeln!(
+                    out,
+                    "\n## {} failed\n\n{error}\n\n```\n{}\n```",
+                    task.id,
+                    record.log_tail.join("\n")
+                );
+            }
+        }
+        out
+    }
+
+    /// Writes report.json, report.md and timeline.svg into `dir`.
+    pub fn write(&self, dir: &Utf8Path) -> anyhow::Result<()> {
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))
+        };
+        write(
+            "report.json",
+            serde_json::to_string_pretty(&self.json())? + "\n",
+        )?;
+        write("report.md", self.markdown())?;
+        write("timeline.svg", svg::timeline(self))
+    }
+}
+
+/// Walks back from the task that ended last: each step goes to the task whose end released it,
+/// a dependency if one ended then, else whatever freed a barrier or a pool slot.
+pub fn critical_path(plan: &Plan, run: &RunRecord) -> Vec<usize> {
+    let records = &run.tasks;
+    let Some(mut current) = (0..records.len())
+        .filter(|&i| records[i].end.is_some())
+        .max_by_key(|&i| records[i].end)
+    else {
+        return Vec::new();
+    };
+    let mut chain = vec![current];
+    loop {
+        let Some(start) = records[current].start else {
+            break;
+        };
+        let ended_before = |i: usize| {
+            records[i]
+                .end
+                .is_some_and(|end| end <= start + RELEASE_SLACK)
+                && !chain.contains(&i)
+        };
+        let Some(latest) = (0..records.len())
+            .filter(|&i| ended_before(i))
+            .filter_map(|i| records[i].end)
+            .max()
+        else {
+            break;
+        };
+        let near = |i: usize| {
+            records[i]
+                .end
+                .is_some_and(|end| end + RELEASE_SLACK >= latest)
+        };
+        let dep = plan
+            .deps(current)
+            .iter()
+            .copied()
+            .filter(|&d| ended_before(d) && near(d))
+            .max_by_key(|&d| records[d].end);
+        let releaser = dep.or_else(|| {
+            (0..records.len())
+                .filter(|&i| ended_before(i) && near(i))
+                .max_by_key(|&i| records[i].end)
+        });
+        match releaser {
+            Some(prev) => {
+                chain.push(prev);
+                current = prev;
+            }
+            None => break,
+        }
+    }
+    chain.reverse();
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::plan::{Kind, Task};
+    use crate::phases::scheduler::{Strategy, TaskRecord};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn record(start: u64, end: u64) -> TaskRecord {
+        TaskRecord {
+            status: Status::Ok,
+            start: Some(ms(start)),
+            end: Some(ms(end)),
+            error: None,
+            log_tail: Vec::new(),
+        }
+    }
+
+    fn run_of(tasks: Vec<TaskRecord>) -> RunRecord {
+        let makespan = tasks.iter().filter_map(|t| t.end).max().unwrap_or_default();
+        RunRecord {
+            strategy: Strategy::Dag,
+            jobs: 2,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            makespan,
+            interrupted: false,
+            tasks,
+        }
+    }
+
+    fn plan(spec: &[(&str, &[&str])]) -> Plan {
+        Plan::new(
+            spec.iter()
+                .map(|(id, deps)| Task::new(*id, Phase::Infra, Kind::Api).after(deps))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn ids(plan: &Plan, chain: &[usize]) -> Vec<String> {
+        chain.iter().map(|&i| plan.tasks()[i].id.clone()).collect()
+    }
+
+    #[test]
+    fn critical_path_follows_the_dependency_that_finished_last() {
+        // cluster 0-1500, build 0-600, load (cluster, build) 1500-1600, db (cluster) 1500-1800,
+        // app (load, db) 1800-2000: the chain is cluster -> db -> app.
+        let plan = plan(&[
+            ("cluster", &[]),
+            ("build", &[]),
+            ("load", &["cluster", "build"]),
+            ("db", &["cluster"]),
+            ("app", &["load", "db"]),
+        ]);
+        let run = run_of(vec![
+            record(0, 1500),
+            record(0, 600),
+            record(1501, 1600),
+            record(1501, 1800),
+            record(1801, 2000),
+        ]);
+        assert_eq!(
+            ids(&plan, &critical_path(&plan, &run)),
+            ["cluster", "db", "app"]
+        );
+    }
+
+    #[test]
+    fn critical_path_crosses_a_barrier_to_the_task_that_held_it() {
+        // Phased: b depends on nothing but started when the slow a2 of the previous stage ended.
+        let plan = plan(&[("a1", &[]), ("a2", &[]), ("b", &["a1"])]);
+        let run = run_of(vec![record(0, 100), record(0, 900), record(901, 1000)]);
+        assert_eq!(ids(&plan, &critical_path(&plan, &run)), ["a2", "b"]);
+    }
+
+    #[test]
+    fn sequential_critical_path_is_every_task() {
+        let plan = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
+        let run = run_of(vec![record(0, 100), record(101, 300), record(301, 400)]);
+        assert_eq!(ids(&plan, &critical_path(&plan, &run)), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn summary_counts_and_saving() {
+        let plan = plan(&[("a", &[]), ("b", &[]), ("c", &["a", "b"])]);
+        let run = run_of(vec![record(0, 1000), record(0, 1000), record(1000, 2000)]);
+        let report = Report::new("t", "r", &plan, &run);
+        assert_eq!(report.sum_of_tasks(), ms(3000));
+        let json = report.json();
+        assert_eq!(json["saving_s"], 1.0);
+        assert_eq!(json["outcome"], "ok");
+        assert_eq!(json["phases"][0]["wall_s"], 2.0);
+        assert_eq!(json["phases"][0]["sum_s"], 3.0);
+        assert!(
+            report.terminal().contains("saved 1.0s (33%)"),
+            "{}",
+            report.terminal()
+        );
+    }
+
+    #[test]
+    fn failure_summary_names_counts() {
+        let plan = plan(&[("a", &[]), ("b", &[]), ("c", &["a"])]);
+        let mut failed = record(0, 100);
+        failed.status = Status::Failed;
+        failed.error = Some("boom".into());
+        let mut cancelled = record(0, 120);
+        cancelled.status = Status::Cancelled;
+        let not_started = TaskRecord {
+            status: Status::NotStarted,
+            start: None,
+            end: None,
+            error: None,
+            log_tail: Vec::new(),
+        };
+        let run = run_of(vec![failed, cancelled, not_started]);
+        let report = Report::new("t", "r", &plan, &run);
+        assert_eq!(
+            run.failure_summary().unwrap(),
+            "failed 1 of 3, cancelled 1, not started 1"
+        );
+        assert!(report.terminal().contains("infra/a: boom"));
+        assert_eq!(report.json()["outcome"], "failed");
+    }
+}
