@@ -1,0 +1,1 @@
+//! Holds only `tests/smoke.rs`, which drives `test/local-cluster/cluster.sh`.
