@@ -33,9 +33,7 @@ fn main() -> ExitCode {
 fn usage_error(err: clap::Error) -> ExitCode {
     if matches!(
         err.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         let _ = err.print();
         return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
@@ -45,11 +43,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
         };
     }
     let rendered = err.render().to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
+    let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
     let services = envs::Service::names().join(", ");
     eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
     ExitCode::from(2)

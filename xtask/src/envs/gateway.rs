@@ -9,10 +9,7 @@ pub(super) fn tasks(env: &mut Env<'_>) {
     env.images(&["gateway", "datastorage"]);
     env.datastorage();
     env.redis();
-    env.service(
-        "gateway",
-        &[ids::NAMESPACE, ids::CRDS, ids::REDIS, "datastorage"],
-    );
+    env.service("gateway", &[ids::NAMESPACE, ids::CRDS, ids::REDIS, "datastorage"]);
     env.specs("gateway", &["gateway"]);
 }
 
@@ -30,30 +27,12 @@ mod tests {
         assert_eq!(deps_of(&plan, "build-image-gateway"), [ids::BINARIES]);
         assert_eq!(deps_of(&plan, ids::CRDS), [ids::CLUSTER]);
         assert_eq!(deps_of(&plan, ids::NAMESPACE), [ids::CLUSTER]);
-        assert_eq!(
-            deps_of(&plan, "load-image-gateway"),
-            ["build-image-gateway", ids::CLUSTER]
-        );
+        assert_eq!(deps_of(&plan, "load-image-gateway"), ["build-image-gateway", ids::CLUSTER]);
         assert_eq!(deps_of(&plan, ids::POSTGRESQL), [ids::NAMESPACE]);
         assert_eq!(deps_of(&plan, ids::REDIS), [ids::NAMESPACE]);
-        assert_eq!(
-            deps_of(&plan, ids::MIGRATIONS),
-            ["load-image-datastorage", ids::POSTGRESQL]
-        );
-        assert_eq!(
-            deps_of(&plan, "datastorage"),
-            ["load-image-datastorage", ids::MIGRATIONS]
-        );
-        assert_eq!(
-            deps_of(&plan, "gateway"),
-            [
-                "crds",
-                "datastorage",
-                "load-image-gateway",
-                "namespace",
-                "redis"
-            ]
-        );
+        assert_eq!(deps_of(&plan, ids::MIGRATIONS), ["load-image-datastorage", ids::POSTGRESQL]);
+        assert_eq!(deps_of(&plan, "datastorage"), ["load-image-datastorage", ids::MIGRATIONS]);
+        assert_eq!(deps_of(&plan, "gateway"), ["crds", "datastorage", "load-image-gateway", "namespace", "redis"]);
         assert_eq!(deps_of(&plan, ids::SPECS), ["gateway"]);
     }
 }

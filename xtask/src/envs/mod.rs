@@ -44,10 +44,7 @@ impl Service {
 
     /// The validated task graph of this service's environment.
     pub fn plan(self, settings: &Settings) -> anyhow::Result<Plan> {
-        let mut env = Env {
-            settings,
-            tasks: Vec::new(),
-        };
+        let mut env = Env { settings, exposed: self.exposed(), tasks: Vec::new() };
         match self {
             Service::Gateway => gateway::tasks(&mut env),
             Service::Signalprocessing => signalprocessing::tasks(&mut env),
@@ -110,15 +107,10 @@ impl Settings {
         match &self.target {
             Target::Kind { name, reuse } => {
                 let logs = self.run_dir.join("kind-logs");
-                let mut steps = vec![format!(
-                    "on failure: {}",
-                    self.kind(&["export", "logs", logs.as_str(), "--name", name])
-                )];
+                let mut steps =
+                    vec![format!("on failure: {}", self.kind(&["export", "logs", logs.as_str(), "--name", name]))];
                 if !keep && !reuse {
-                    steps.push(
-                        self.kind(&["delete", "cluster", "--name", name])
-                            .to_string(),
-                    );
+                    steps.push(self.kind(&["delete", "cluster", "--name", name]).to_string());
                 } else {
                     steps.push(format!("keep cluster {name}"));
                 }
@@ -161,15 +153,50 @@ mod stage {
     pub const SPECS: u8 = 5;
 }
 
-const CRDS: [&str; 3] = [
-    "remediationrequests.remedy.dev",
-    "signalprocessings.remedy.dev",
-    "workflowexecutions.remedy.dev",
-];
+const CRDS: [&str; 3] =
+    ["remediationrequests.remedy.dev", "signalprocessings.remedy.dev", "workflowexecutions.remedy.dev"];
+
+/// A Service port the specs reach from the host. On Kind the node port is fixed and mapped to
+/// the host port by the cluster's config; each environment has its own block of host ports so
+/// environments on one machine never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposed {
+    pub service: &'static str,
+    pub port: &'static str,
+    pub node_port: u16,
+    pub host_port: u16,
+}
+
+impl Exposed {
+    /// The run variable that holds the URL, and the environment variable the specs read.
+    pub fn var(&self) -> String {
+        format!("URL_{}", self.service.to_uppercase())
+    }
+}
+
+impl Service {
+    /// The one port table: what each environment exposes to its specs.
+    pub fn exposed(self) -> Vec<Exposed> {
+        let datastorage = |host_port| Exposed { service: "datastorage", port: "http", node_port: 30081, host_port };
+        match self {
+            Service::Gateway => {
+                vec![
+                    Exposed { service: "gateway", port: "http", node_port: 30080, host_port: 18080 },
+                    datastorage(18081),
+                ]
+            }
+            Service::Signalprocessing => vec![datastorage(18181)],
+            Service::Datastorage => vec![datastorage(18281)],
+            Service::Remediationorchestrator => vec![],
+            Service::Workflowexecution => vec![datastorage(18481)],
+        }
+    }
+}
 
 /// A plan under construction.
 pub struct Env<'a> {
     settings: &'a Settings,
+    exposed: Vec<Exposed>,
     tasks: Vec<Task>,
 }
 
@@ -185,24 +212,22 @@ impl Env<'_> {
             Target::Kind { name, .. } => {
                 let config = s.run_dir.join("kind-config.yaml");
                 let kubeconfig = s.kubeconfig();
-                Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process)
-                    .estimate(150)
-                    .run(s.kind(&[
-                        "create",
-                        "cluster",
-                        "--name",
-                        name,
-                        "--config",
-                        config.as_str(),
-                        "--kubeconfig",
-                        kubeconfig.as_str(),
-                        "--wait",
-                        "5m",
-                    ]))
+                Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process).estimate(150).run(s.kind(&[
+                    "create",
+                    "cluster",
+                    "--name",
+                    name,
+                    "--config",
+                    config.as_str(),
+                    "--kubeconfig",
+                    kubeconfig.as_str(),
+                    "--wait",
+                    "5m",
+                ]))
             }
-            Target::Existing { .. } => Task::new(ids::CLUSTER, Phase::Cluster, Kind::Api)
-                .estimate(1)
-                .kube(KubeOp::ServerVersion),
+            Target::Existing { .. } => {
+                Task::new(ids::CLUSTER, Phase::Cluster, Kind::Api).estimate(1).kube(KubeOp::ServerVersion)
+            }
         };
         self.add(task.stage(stage::CLUSTER));
         self.add(
@@ -216,18 +241,12 @@ impl Env<'_> {
 
     /// Every Remedy CRD, applied and Established.
     fn crds(&mut self) {
-        let mut task = Task::new(ids::CRDS, Phase::Cluster, Kind::Api)
-            .after(&[ids::CLUSTER])
-            .stage(stage::CLUSTER)
-            .estimate(3);
+        let mut task =
+            Task::new(ids::CRDS, Phase::Cluster, Kind::Api).after(&[ids::CLUSTER]).stage(stage::CLUSTER).estimate(3);
         for crd in CRDS {
-            task = task.kube(KubeOp::Apply {
-                manifest: format!("test/manifests/crds/{crd}.yaml").into(),
-            });
+            task = task.kube(KubeOp::Apply { manifest: format!("test/manifests/crds/{crd}.yaml").into() });
         }
-        self.add(task.kube(KubeOp::CrdsEstablished {
-            names: CRDS.iter().map(|c| c.to_string()).collect(),
-        }));
+        self.add(task.kube(KubeOp::CrdsEstablished { names: CRDS.iter().map(|c| c.to_string()).collect() }));
     }
 
     /// One cargo invocation for every binary the images need, then an image per binary and,
@@ -249,45 +268,28 @@ impl Env<'_> {
             let image = image_ref(bin);
             let base = format!("BASE_IMAGE={}", s.base_image);
             let dockerfile = format!("services/{bin}/Dockerfile");
+            let binary = format!("target/debug/{bin}");
             self.add(
                 Task::new(format!("build-image-{bin}"), Phase::Images, Kind::Build)
                     .after(&[ids::BINARIES])
                     .stage(stage::IMAGES_AND_INFRA)
                     .estimate(8)
-                    .copy(format!("target/debug/{bin}"), context.join(bin))
+                    .tag(tag_var(bin), &[&binary, &dockerfile], &[&base])
+                    .skip_if(Command::new(s.engine.program(), ["image", "inspect", "--format", "{{.Id}}", &image]))
+                    .copy(&binary, context.join(bin))
                     .run(Command::new(
                         s.engine.program(),
-                        [
-                            "build",
-                            "--tag",
-                            &image,
-                            "--build-arg",
-                            &base,
-                            "--file",
-                            &dockerfile,
-                            context.as_str(),
-                        ],
+                        ["build", "--tag", &image, "--build-arg", &base, "--file", &dockerfile, context.as_str()],
                     )),
             );
             if s.delivery == Delivery::KindLoad {
-                let Target::Kind { name, .. } = &s.target else {
-                    unreachable!("kind delivery needs a Kind cluster")
-                };
+                let Target::Kind { name, .. } = &s.target else { unreachable!("kind delivery needs a Kind cluster") };
                 let archive = s.run_dir.join("images").join(format!("{bin}.tar"));
                 let save = match s.engine {
-                    Engine::Docker => {
-                        Command::new("docker", ["save", "--output", archive.as_str(), &image])
-                    }
+                    Engine::Docker => Command::new("docker", ["save", "--output", archive.as_str(), &image]),
                     Engine::Podman => Command::new(
                         "podman",
-                        [
-                            "save",
-                            "--format",
-                            "docker-archive",
-                            "--output",
-                            archive.as_str(),
-                            &image,
-                        ],
+                        ["save", "--format", "docker-archive", "--output", archive.as_str(), &image],
                     ),
                 };
                 self.add(
@@ -310,41 +312,34 @@ impl Env<'_> {
         }
     }
 
-    /// Applies a manifest and waits for its Deployment to roll out.
+    /// Applies a manifest, waits for its Deployment to roll out, and exposes it to the specs
+    /// when the port table says so.
     fn deployment(&mut self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) {
-        self.add(
-            Task::new(id, phase, Kind::Api)
-                .after(deps)
-                .stage(stage)
-                .estimate(estimate)
-                .kube(KubeOp::Apply {
-                    manifest: format!("test/manifests/{id}.yaml").into(),
-                })
-                .kube(KubeOp::Rollout {
-                    deployment: id.to_owned(),
-                    timeout: Duration::from_secs(180),
-                }),
-        );
+        let mut task = Task::new(id, phase, Kind::Api)
+            .after(deps)
+            .stage(stage)
+            .estimate(estimate)
+            .kube(KubeOp::Apply { manifest: format!("test/manifests/{id}.yaml").into() })
+            .kube(KubeOp::Rollout { deployment: id.to_owned(), timeout: Duration::from_secs(180) });
+        let kind = matches!(self.settings.target, Target::Kind { .. });
+        for e in self.exposed.iter().filter(|e| e.service == id) {
+            task = task.kube(KubeOp::Expose {
+                service: e.service.to_owned(),
+                port: e.port.to_owned(),
+                node_port: kind.then_some(e.node_port),
+                url: kind.then(|| format!("http://127.0.0.1:{}", e.host_port)),
+                var: e.var(),
+            });
+        }
+        self.add(task);
     }
 
     fn postgresql(&mut self) {
-        self.deployment(
-            ids::POSTGRESQL,
-            Phase::Infra,
-            stage::IMAGES_AND_INFRA,
-            &[ids::NAMESPACE],
-            20,
-        );
+        self.deployment(ids::POSTGRESQL, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 20);
     }
 
     fn redis(&mut self) {
-        self.deployment(
-            ids::REDIS,
-            Phase::Infra,
-            stage::IMAGES_AND_INFRA,
-            &[ids::NAMESPACE],
-            10,
-        );
+        self.deployment(ids::REDIS, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 10);
     }
 
     /// PostgreSQL, the schema migrations Job (datastorage's image), then datastorage itself.
@@ -356,21 +351,10 @@ impl Env<'_> {
                 .after(&[ids::POSTGRESQL, &image])
                 .stage(stage::DATASTORAGE)
                 .estimate(8)
-                .kube(KubeOp::Apply {
-                    manifest: "test/manifests/datastorage-migrate.yaml".into(),
-                })
-                .kube(KubeOp::JobComplete {
-                    job: "datastorage-migrate".into(),
-                    timeout: Duration::from_secs(180),
-                }),
+                .kube(KubeOp::Apply { manifest: "test/manifests/datastorage-migrate.yaml".into() })
+                .kube(KubeOp::JobComplete { job: "datastorage-migrate".into(), timeout: Duration::from_secs(180) }),
         );
-        self.deployment(
-            "datastorage",
-            Phase::Services,
-            stage::DATASTORAGE,
-            &[ids::MIGRATIONS, &image],
-            10,
-        );
+        self.deployment("datastorage", Phase::Services, stage::DATASTORAGE, &[ids::MIGRATIONS, &image], 10);
     }
 
     /// The service under test: its manifest applied once `deps` and its image are ready.
@@ -384,33 +368,27 @@ impl Env<'_> {
     /// The service's E2E suite, once everything it talks to is up.
     fn specs(&mut self, suite: &str, deps: &[&str]) {
         let s = self.settings;
-        let cmd = Command::new(
-            "cargo",
-            [
-                "test",
-                "--locked",
-                "--package",
-                "remedy-e2e",
-                "--test",
-                suite,
-            ],
-        )
-        .env("REMEDY_E2E_KUBECONFIG", s.kubeconfig().as_str())
-        .env("REMEDY_E2E_NAMESPACE", &s.namespace)
-        .env("REMEDY_E2E_RUN_ID", &s.run_id);
+        let mut cmd = Command::new("cargo", ["test", "--locked", "--package", "remedy-e2e", "--test", suite])
+            .env("REMEDY_E2E_KUBECONFIG", s.kubeconfig().as_str())
+            .env("REMEDY_E2E_NAMESPACE", &s.namespace)
+            .env("REMEDY_E2E_RUN_ID", &s.run_id);
+        for e in &self.exposed {
+            cmd = cmd.env(format!("REMEDY_E2E_{}", e.var()), format!("${{{}}}", e.var()));
+        }
         self.add(
-            Task::new(ids::SPECS, Phase::Tests, Kind::Process)
-                .after(deps)
-                .stage(stage::SPECS)
-                .estimate(30)
-                .run(cmd),
+            Task::new(ids::SPECS, Phase::Tests, Kind::Process).after(deps).stage(stage::SPECS).estimate(30).run(cmd),
         );
     }
 }
 
 /// The image of a service; the tag is the content hash of its inputs, known once it is built.
 pub fn image_ref(bin: &str) -> String {
-    format!("remedy/{bin}:${{TAG_{}}}", bin.to_uppercase())
+    format!("remedy/{bin}:${{{}}}", tag_var(bin))
+}
+
+/// The run variable holding the content-hash tag of `bin`'s image.
+pub fn tag_var(bin: &str) -> String {
+    format!("TAG_{}", bin.to_uppercase())
 }
 
 #[cfg(test)]
@@ -431,14 +409,7 @@ mod tests {
     }
 
     pub(super) fn kind() -> Settings {
-        settings(
-            Target::Kind {
-                name: "remedy-r1".into(),
-                reuse: false,
-            },
-            Delivery::KindLoad,
-            Engine::Docker,
-        )
+        settings(Target::Kind { name: "remedy-r1".into(), reuse: false }, Delivery::KindLoad, Engine::Docker)
     }
 
     pub(super) fn deps_of(plan: &Plan, id: &str) -> Vec<String> {
@@ -450,60 +421,22 @@ mod tests {
     #[test]
     fn every_service_has_a_valid_plan_on_every_backend() {
         let targets = [
-            settings(
-                Target::Kind {
-                    name: "c".into(),
-                    reuse: false,
-                },
-                Delivery::KindLoad,
-                Engine::Docker,
-            ),
-            settings(
-                Target::Kind {
-                    name: "c".into(),
-                    reuse: false,
-                },
-                Delivery::KindLoad,
-                Engine::Podman,
-            ),
-            settings(
-                Target::Existing {
-                    kubeconfig: "k".into(),
-                },
-                Delivery::None,
-                Engine::Docker,
-            ),
+            settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Docker),
+            settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Podman),
+            settings(Target::Existing { kubeconfig: "k".into() }, Delivery::None, Engine::Docker),
         ];
         for service in Service::value_variants() {
             for s in &targets {
-                let plan = service
-                    .plan(s)
-                    .unwrap_or_else(|e| panic!("{}: {e}", service.name()));
-                assert_eq!(
-                    plan.tasks().last().unwrap().id,
-                    ids::SPECS,
-                    "{}",
-                    service.name()
-                );
-                assert!(
-                    plan.index_of(service.name()).is_some(),
-                    "{} deploys itself",
-                    service.name()
-                );
+                let plan = service.plan(s).unwrap_or_else(|e| panic!("{}: {e}", service.name()));
+                assert_eq!(plan.tasks().last().unwrap().id, ids::SPECS, "{}", service.name());
+                assert!(plan.index_of(service.name()).is_some(), "{} deploys itself", service.name());
             }
         }
     }
 
     #[test]
     fn podman_sets_the_kind_provider_on_every_kind_call() {
-        let s = settings(
-            Target::Kind {
-                name: "c".into(),
-                reuse: false,
-            },
-            Delivery::KindLoad,
-            Engine::Podman,
-        );
+        let s = settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Podman);
         let plan = Service::Gateway.plan(&s).unwrap();
         let kind_calls: Vec<&Command> = plan
             .tasks()
@@ -516,31 +449,14 @@ mod tests {
             .collect();
         assert_eq!(kind_calls.len(), 3, "create + two loads");
         for cmd in kind_calls {
-            assert_eq!(
-                cmd.env,
-                [(
-                    "KIND_EXPERIMENTAL_PROVIDER".to_string(),
-                    "podman".to_string()
-                )],
-                "{cmd}"
-            );
+            assert_eq!(cmd.env, [("KIND_EXPERIMENTAL_PROVIDER".to_string(), "podman".to_string())], "{cmd}");
         }
-        assert!(
-            s.teardown(false)
-                .iter()
-                .all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman"))
-        );
+        assert!(s.teardown(false).iter().all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman")));
     }
 
     #[test]
     fn existing_cluster_has_no_kind_commands() {
-        let s = settings(
-            Target::Existing {
-                kubeconfig: "k".into(),
-            },
-            Delivery::None,
-            Engine::Docker,
-        );
+        let s = settings(Target::Existing { kubeconfig: "k".into() }, Delivery::None, Engine::Docker);
         for service in Service::value_variants() {
             let plan = service.plan(&s).unwrap();
             let programs: Vec<&str> = plan

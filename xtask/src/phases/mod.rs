@@ -4,9 +4,6 @@
 //! Nothing here knows about any service. A service's environment is a [`Plan`] built from data
 //! in `crate::envs`; how a task's steps are carried out is an [`Executor`].
 
-// The CLI runs plans once the Kubernetes backend exists; until then only the tests do.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod plan;
 mod process;
 pub mod progress;
@@ -16,6 +13,4 @@ mod svg;
 
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task};
 pub use process::run_command;
-pub use scheduler::{
-    Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, TaskRecord, run,
-};
+pub use scheduler::{Cancelled, Executor, Outcome, Strategy, TaskCx, run};

@@ -22,13 +22,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Cluster,
-        Phase::Images,
-        Phase::Infra,
-        Phase::Services,
-        Phase::Tests,
-    ];
+    pub const ALL: [Phase; 5] = [Phase::Cluster, Phase::Images, Phase::Infra, Phase::Services, Phase::Tests];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,15 +70,8 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn new(
-        program: impl Into<String>,
-        args: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Command {
-        Command {
-            program: program.into(),
-            args: args.into_iter().map(Into::into).collect(),
-            env: Vec::new(),
-        }
+    pub fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Command {
+        Command { program: program.into(), args: args.into_iter().map(Into::into).collect(), env: Vec::new() }
     }
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Command {
@@ -108,15 +95,8 @@ impl fmt::Display for Command {
 
 /// Quotes a word for display the way a POSIX shell would need it.
 fn quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+${}<>".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+${}<>".contains(c));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
 /// Kubernetes API work, carried out through kube-rs by the executor.
@@ -129,14 +109,15 @@ pub enum KubeOp {
     /// Wait until these CustomResourceDefinitions are Established.
     CrdsEstablished { names: Vec<String> },
     /// Wait until a Deployment has rolled out.
-    Rollout {
-        deployment: String,
-        timeout: Duration,
-    },
+    Rollout { deployment: String, timeout: Duration },
     /// Wait until a Job has completed; a failed Job is an error.
     JobComplete { job: String, timeout: Duration },
     /// Check that the API server answers, and which version it runs.
     ServerVersion,
+    /// Make a Service port reachable from the host through a NodePort Service `<service>-e2e`
+    /// (the node port fixed when given, else allocated), and set the run variable `var` to its
+    /// URL.
+    Expose { service: String, port: String, node_port: Option<u16>, url: Option<String>, var: String },
 }
 
 impl fmt::Display for KubeOp {
@@ -147,24 +128,23 @@ impl fmt::Display for KubeOp {
             KubeOp::CrdsEstablished { names } => {
                 write!(f, "wait until established: {}", names.join(", "))
             }
-            KubeOp::Rollout {
-                deployment,
-                timeout,
-            } => {
-                write!(
-                    f,
-                    "wait for rollout of deployment/{deployment} (timeout {}s)",
-                    timeout.as_secs()
-                )
+            KubeOp::Rollout { deployment, timeout } => {
+                write!(f, "wait for rollout of deployment/{deployment} (timeout {}s)", timeout.as_secs())
             }
             KubeOp::JobComplete { job, timeout } => {
-                write!(
-                    f,
-                    "wait for job/{job} to complete (timeout {}s)",
-                    timeout.as_secs()
-                )
+                write!(f, "wait for job/{job} to complete (timeout {}s)", timeout.as_secs())
             }
             KubeOp::ServerVersion => write!(f, "check the API server answers (GET /version)"),
+            KubeOp::Expose { service, port, node_port, url, var } => {
+                write!(f, "expose service/{service} port {port} as NodePort service/{service}-e2e")?;
+                if let Some(node_port) = node_port {
+                    write!(f, " (node port {node_port})")?;
+                }
+                match url {
+                    Some(url) => write!(f, "; {var}={url}"),
+                    None => write!(f, "; {var}=http://<node InternalIP>:<node port>"),
+                }
+            }
         }
     }
 }
@@ -179,6 +159,16 @@ pub enum Step {
         from: Utf8PathBuf,
         to: Utf8PathBuf,
     },
+    /// Set the run variable `var` (used as `${var}` by later steps and tasks) to a content hash
+    /// of these files and strings.
+    Tag {
+        var: String,
+        files: Vec<Utf8PathBuf>,
+        strings: Vec<String>,
+    },
+    /// When this probe succeeds the result already exists: skip the task's remaining steps and
+    /// report it cached.
+    SkipIf(Command),
 }
 
 impl fmt::Display for Step {
@@ -187,6 +177,12 @@ impl fmt::Display for Step {
             Step::Run(cmd) => write!(f, "$ {cmd}"),
             Step::Kube(op) => write!(f, "kube: {op}"),
             Step::Copy { from, to } => write!(f, "copy {from} -> {to}"),
+            Step::Tag { var, files, strings } => {
+                let inputs: Vec<&str> =
+                    files.iter().map(|f| f.as_str()).chain(strings.iter().map(String::as_str)).collect();
+                write!(f, "{var} = content hash of {}", inputs.join(", "))
+            }
+            Step::SkipIf(probe) => write!(f, "cached if this succeeds: $ {probe}"),
         }
     }
 }
@@ -207,15 +203,7 @@ pub struct Task {
 
 impl Task {
     pub fn new(id: impl Into<String>, phase: Phase, kind: Kind) -> Task {
-        Task {
-            id: id.into(),
-            phase,
-            kind,
-            stage: 1,
-            deps: Vec::new(),
-            estimate: Duration::ZERO,
-            steps: Vec::new(),
-        }
+        Task { id: id.into(), phase, kind, stage: 1, deps: Vec::new(), estimate: Duration::ZERO, steps: Vec::new() }
     }
 
     pub fn after(mut self, deps: &[&str]) -> Task {
@@ -243,11 +231,19 @@ impl Task {
         self
     }
 
+    pub fn tag(mut self, var: impl Into<String>, files: &[&str], strings: &[&str]) -> Task {
+        let files = files.iter().map(|f| Utf8PathBuf::from(*f)).collect();
+        self.steps.push(Step::Tag { var: var.into(), files, strings: strings.iter().map(|s| s.to_string()).collect() });
+        self
+    }
+
+    pub fn skip_if(mut self, probe: Command) -> Task {
+        self.steps.push(Step::SkipIf(probe));
+        self
+    }
+
     pub fn copy(mut self, from: impl Into<Utf8PathBuf>, to: impl Into<Utf8PathBuf>) -> Task {
-        self.steps.push(Step::Copy {
-            from: from.into(),
-            to: to.into(),
-        });
+        self.steps.push(Step::Copy { from: from.into(), to: to.into() });
         self
     }
 
@@ -280,9 +276,9 @@ impl Plan {
         let mut dependents = vec![Vec::new(); tasks.len()];
         for (i, task) in tasks.iter().enumerate() {
             for dep in &task.deps {
-                let &j = index.get(dep.as_str()).ok_or_else(|| {
-                    format_err!("task `{}` depends on unknown task `{dep}`", task.id)
-                })?;
+                let &j = index
+                    .get(dep.as_str())
+                    .ok_or_else(|| format_err!("task `{}` depends on unknown task `{dep}`", task.id))?;
                 if tasks[j].stage > task.stage {
                     bail!(
                         "task `{}` (stage {}) depends on `{dep}` of a later stage ({})",
@@ -301,12 +297,7 @@ impl Plan {
             let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
             format_err!("dependency cycle: {}", names.join(" -> "))
         })?;
-        Ok(Plan {
-            tasks,
-            deps,
-            dependents,
-            topo,
-        })
+        Ok(Plan { tasks, deps, dependents, topo })
     }
 
     pub fn tasks(&self) -> &[Task] {
@@ -330,6 +321,7 @@ impl Plan {
         &self.topo
     }
 
+    #[cfg(test)]
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.id == id)
     }
@@ -362,12 +354,7 @@ impl Plan {
         for stage in self.stages() {
             let mut finish: HashMap<usize, Duration> = HashMap::new();
             for &i in self.topo.iter().filter(|&&i| self.tasks[i].stage == stage) {
-                let start = self.deps[i]
-                    .iter()
-                    .filter_map(|d| finish.get(d))
-                    .max()
-                    .copied()
-                    .unwrap_or_default();
+                let start = self.deps[i].iter().filter_map(|d| finish.get(d)).max().copied().unwrap_or_default();
                 finish.insert(i, start + self.tasks[i].estimate);
             }
             total += finish.values().max().copied().unwrap_or_default();
@@ -391,12 +378,8 @@ impl Plan {
     /// the strategy would start them, then the estimates.
     pub fn describe(&self, strategy: Strategy, jobs: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{} tasks, strategy {}, at most {jobs} image builds at once",
-            self.len(),
-            strategy.name()
-        );
+        let _ =
+            writeln!(out, "{} tasks, strategy {}, at most {jobs} image builds at once", self.len(), strategy.name());
         let mut last_stage = 0;
         for (n, &i) in self.topo_for(strategy).iter().enumerate() {
             let task = &self.tasks[i];
@@ -410,16 +393,8 @@ impl Plan {
                 }
                 last_stage = task.stage;
             }
-            let order = if strategy == Strategy::Sequential {
-                format!("{}. ", n + 1)
-            } else {
-                String::new()
-            };
-            let after = if task.deps.is_empty() {
-                "-".to_owned()
-            } else {
-                task.deps.join(", ")
-            };
+            let order = if strategy == Strategy::Sequential { format!("{}. ", n + 1) } else { String::new() };
+            let after = if task.deps.is_empty() { "-".to_owned() } else { task.deps.join(", ") };
             let _ = writeln!(
                 out,
                 "\n{order}{} [{}, stage {}, ~{}s]\n    after: {after}",
@@ -434,12 +409,7 @@ impl Plan {
         }
         let (chain, length) = self.critical_path_estimate();
         let names: Vec<&str> = chain.iter().map(|&i| self.tasks[i].id.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "\ncritical path estimate: {} = ~{}s",
-            names.join(" -> "),
-            length.as_secs()
-        );
+        let _ = writeln!(out, "\ncritical path estimate: {} = ~{}s", names.join(" -> "), length.as_secs());
         let _ = writeln!(
             out,
             "estimated makespan: dag ~{}s (the critical path), phased ~{}s, sequential ~{}s",
@@ -461,13 +431,9 @@ impl Plan {
 }
 
 /// Kahn's algorithm, always taking the earliest-declared ready task; on a cycle, returns one.
-fn topological_order(
-    deps: &[Vec<usize>],
-    dependents: &[Vec<usize>],
-) -> Result<Vec<usize>, Vec<usize>> {
+fn topological_order(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..deps.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..deps.len()).filter(|&i| remaining[i] == 0).collect();
     let mut order = Vec::with_capacity(deps.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -485,11 +451,7 @@ fn topological_order(
     let mut path = vec![(0..deps.len()).find(|&i| remaining[i] > 0).unwrap()];
     loop {
         let last = *path.last().unwrap();
-        let next = deps[last]
-            .iter()
-            .copied()
-            .find(|&d| remaining[d] > 0)
-            .unwrap();
+        let next = deps[last].iter().copied().find(|&d| remaining[d] > 0).unwrap();
         if let Some(pos) = path.iter().position(|&p| p == next) {
             let mut cycle: Vec<usize> = path[pos..].to_vec();
             cycle.reverse();
@@ -505,9 +467,7 @@ mod tests {
     use super::*;
 
     fn task(id: &str, deps: &[&str], secs: u64) -> Task {
-        Task::new(id, Phase::Infra, Kind::Api)
-            .after(deps)
-            .estimate(secs)
+        Task::new(id, Phase::Infra, Kind::Api).after(deps).estimate(secs)
     }
 
     #[test]
@@ -534,10 +494,7 @@ mod tests {
         .to_string();
         assert!(err.starts_with("dependency cycle: "), "{err}");
         for id in ["a", "b", "c"] {
-            assert!(
-                err.contains(&format!("`{id}`")) || err.contains(id),
-                "{err}"
-            );
+            assert!(err.contains(&format!("`{id}`")) || err.contains(id), "{err}");
         }
         assert!(!err.contains("root"), "{err}");
     }
@@ -550,27 +507,14 @@ mod tests {
 
     #[test]
     fn rejects_dependency_on_later_stage() {
-        let err = Plan::new(vec![
-            task("a", &["b"], 1).stage(1),
-            task("b", &[], 1).stage(2),
-        ])
-        .unwrap_err();
+        let err = Plan::new(vec![task("a", &["b"], 1).stage(1), task("b", &[], 1).stage(2)]).unwrap_err();
         assert!(err.to_string().contains("later stage"), "{err}");
     }
 
     #[test]
     fn topological_order_keeps_declaration_order() {
-        let plan = Plan::new(vec![
-            task("c", &["a"], 1),
-            task("a", &[], 1),
-            task("b", &[], 1),
-        ])
-        .unwrap();
-        let ids: Vec<&str> = plan
-            .topological()
-            .iter()
-            .map(|&i| plan.tasks()[i].id.as_str())
-            .collect();
+        let plan = Plan::new(vec![task("c", &["a"], 1), task("a", &[], 1), task("b", &[], 1)]).unwrap();
+        let ids: Vec<&str> = plan.topological().iter().map(|&i| plan.tasks()[i].id.as_str()).collect();
         assert_eq!(ids, ["a", "c", "b"]);
     }
 
@@ -616,19 +560,13 @@ mod tests {
         assert_eq!(text.matches("---- barrier").count(), 2, "{text}");
         assert!(text.find("infra/cluster").unwrap() < text.find("stage 2 starts").unwrap());
         assert!(!plan.describe(Strategy::Dag, 2).contains("barrier"));
-        assert!(
-            plan.describe(Strategy::Sequential, 2)
-                .contains("3. infra/app")
-        );
+        assert!(plan.describe(Strategy::Sequential, 2).contains("3. infra/app"));
     }
 
     #[test]
     fn commands_display_shell_quoted() {
-        let cmd = Command::new("kind", ["create", "cluster", "--name", "it's"])
-            .env("KIND_EXPERIMENTAL_PROVIDER", "podman");
-        assert_eq!(
-            cmd.to_string(),
-            r"KIND_EXPERIMENTAL_PROVIDER=podman kind create cluster --name 'it'\''s'"
-        );
+        let cmd =
+            Command::new("kind", ["create", "cluster", "--name", "it's"]).env("KIND_EXPERIMENTAL_PROVIDER", "podman");
+        assert_eq!(cmd.to_string(), r"KIND_EXPERIMENTAL_PROVIDER=podman kind create cluster --name 'it'\''s'");
     }
 }

@@ -21,19 +21,12 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// Runs `command` to completion; a non-zero exit is an error naming the command. When `cancel`
 /// fires, the child's process group gets SIGKILL and the error is [`Cancelled`].
-pub fn run_command(
-    command: &Command,
-    log: &Utf8Path,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
+pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken) -> anyhow::Result<()> {
     if cancel.is_cancelled() {
         return Err(Cancelled.into());
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open log {log}"))?;
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open log {log}"))?;
     writeln!(file, "$ {command}")?;
 
     let sh = Shell::new()?;
@@ -45,9 +38,7 @@ pub fn run_command(
         .stdout(file.try_clone()?)
         .stderr(file)
         .process_group(0);
-    let mut child = child
-        .spawn()
-        .with_context(|| format!("cannot start `{command}`"))?;
+    let mut child = child.spawn().with_context(|| format!("cannot start `{command}`"))?;
     let pgid = Pid::from_child(&child);
 
     let status = loop {

@@ -21,9 +21,7 @@ pub fn for_stderr() -> Box<dyn Progress> {
     if !ci && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         Box::new(Live::default())
     } else {
-        Box::new(Plain {
-            out: Box::new(std::io::stderr()),
-        })
+        Box::new(Plain { out: Box::new(std::io::stderr()) })
     }
 }
 
@@ -76,9 +74,7 @@ pub struct Live {
 impl Progress for Live {
     fn started(&mut self, task: &Task) {
         let bar = self.bars.add(ProgressBar::new_spinner());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
         bar.set_message(task.label());
         bar.enable_steady_tick(Duration::from_millis(120));
         self.running.insert(task.id.clone(), bar);
@@ -98,8 +94,10 @@ impl Progress for Live {
 }
 
 /// Discards progress; for callers that only want the record.
+#[cfg(test)]
 pub struct Quiet;
 
+#[cfg(test)]
 impl Progress for Quiet {
     fn started(&mut self, _: &Task) {}
     fn finished(&mut self, _: &Task, _: &TaskRecord) {}

@@ -39,20 +39,9 @@ pub struct PhaseRow {
 }
 
 impl<'a> Report<'a> {
-    pub fn new(
-        title: impl Into<String>,
-        run_id: impl Into<String>,
-        plan: &'a Plan,
-        run: &'a RunRecord,
-    ) -> Report<'a> {
+    pub fn new(title: impl Into<String>, run_id: impl Into<String>, plan: &'a Plan, run: &'a RunRecord) -> Report<'a> {
         let critical = critical_path(plan, run);
-        Report {
-            title: title.into(),
-            run_id: run_id.into(),
-            plan,
-            run,
-            critical,
-        }
+        Report { title: title.into(), run_id: run_id.into(), plan, run, critical }
     }
 
     /// What running every task one after another would have cost.
@@ -61,10 +50,7 @@ impl<'a> Report<'a> {
     }
 
     pub fn critical_length(&self) -> Duration {
-        self.critical
-            .iter()
-            .filter_map(|&i| self.run.tasks[i].elapsed())
-            .sum()
+        self.critical.iter().filter_map(|&i| self.run.tasks[i].elapsed()).sum()
     }
 
     pub fn phases(&self) -> Vec<PhaseRow> {
@@ -89,12 +75,7 @@ impl<'a> Report<'a> {
                     _ => Duration::ZERO,
                 };
                 let sum = records.iter().filter_map(|r| r.elapsed()).sum();
-                Some(PhaseRow {
-                    phase,
-                    tasks: records.len(),
-                    wall,
-                    sum,
-                })
+                Some(PhaseRow { phase, tasks: records.len(), wall, sum })
             })
             .collect()
     }
@@ -102,36 +83,19 @@ impl<'a> Report<'a> {
     fn saving(&self) -> (Duration, f64) {
         let sum = self.sum_of_tasks();
         let saved = sum.saturating_sub(self.run.makespan);
-        let percent = if sum.is_zero() {
-            0.0
-        } else {
-            100.0 * saved.as_secs_f64() / sum.as_secs_f64()
-        };
+        let percent = if sum.is_zero() { 0.0 } else { 100.0 * saved.as_secs_f64() / sum.as_secs_f64() };
         (saved, percent)
     }
 
     fn critical_ids(&self) -> Vec<&str> {
-        self.critical
-            .iter()
-            .map(|&i| self.plan.tasks()[i].id.as_str())
-            .collect()
+        self.critical.iter().map(|&i| self.plan.tasks()[i].id.as_str()).collect()
     }
 
     /// The summary printed at the end of a run.
     pub fn terminal(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "\n{} ({} strategy, jobs {})",
-            self.title,
-            self.run.strategy.name(),
-            self.run.jobs
-        );
-        let _ = writeln!(
-            out,
-            "  {:<10} {:>6} {:>9} {:>9}",
-            "phase", "tasks", "wall", "sum"
-        );
+        let _ = writeln!(out, "\n{} ({} strategy, jobs {})", self.title, self.run.strategy.name(), self.run.jobs);
+        let _ = writeln!(out, "  {:<10} {:>6} {:>9} {:>9}", "phase", "tasks", "wall", "sum");
         for row in self.phases() {
             let _ = writeln!(
                 out,
@@ -155,19 +119,10 @@ impl<'a> Report<'a> {
             .critical
             .iter()
             .map(|&i| {
-                format!(
-                    "{} {}",
-                    self.plan.tasks()[i].id,
-                    self.run.tasks[i].elapsed().map(human).unwrap_or_default()
-                )
+                format!("{} {}", self.plan.tasks()[i].id, self.run.tasks[i].elapsed().map(human).unwrap_or_default())
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "  critical path ({}): {}",
-            human(self.critical_length()),
-            chain.join(" -> ")
-        );
+        let _ = writeln!(out, "  critical path ({}): {}", human(self.critical_length()), chain.join(" -> "));
         let _ = writeln!(
             out,
             "  sum of task times {} (what sequential would cost), took {}: saved {} ({percent:.0}%)",
@@ -177,11 +132,7 @@ impl<'a> Report<'a> {
         );
         let cached = self.run.count(Status::Cached);
         if cached > 0 {
-            let _ = writeln!(
-                out,
-                "  cached: {cached} of {} tasks had nothing to do",
-                self.plan.len()
-            );
+            let _ = writeln!(out, "  cached: {cached} of {} tasks had nothing to do", self.plan.len());
         }
         if let Some(summary) = self.run.failure_summary() {
             let _ = writeln!(out, "  {summary}");
@@ -270,14 +221,8 @@ impl<'a> Report<'a> {
         }
         let _ = writeln!(out, "| phase | tasks | wall | sum |\n|---|---:|---:|---:|");
         for row in self.phases() {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} |",
-                row.phase.name(),
-                row.tasks,
-                human(row.wall),
-                human(row.sum)
-            );
+            let _ =
+                writeln!(out, "| {} | {} | {} | {} |", row.phase.name(), row.tasks, human(row.wall), human(row.sum));
         }
         let (saved, percent) = self.saving();
         let _ = writeln!(
@@ -295,10 +240,7 @@ impl<'a> Report<'a> {
             human(saved)
         );
         let _ = writeln!(out, "![timeline](timeline.svg)\n");
-        let _ = writeln!(
-            out,
-            "| task | phase | status | start | duration | critical |\n|---|---|---|---:|---:|:-:|"
-        );
+        let _ = writeln!(out, "| task | phase | status | start | duration | critical |\n|---|---|---|---:|---:|:-:|");
         for (i, (task, record)) in self.plan.tasks().iter().zip(&self.run.tasks).enumerate() {
             let _ = writeln!(
                 out,
@@ -308,21 +250,12 @@ impl<'a> Report<'a> {
                 record.status.name(),
                 record.start.map(human).unwrap_or_default(),
                 record.elapsed().map(human).unwrap_or_default(),
-                if self.critical.contains(&i) {
-                    "yes"
-                } else {
-                    ""
-                }
+                if self.critical.contains(&i) { "yes" } else { "" }
             );
         }
         for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
             if let Some(error) = &record.error {
-                let _ = writeln!(
-                    out,
-                    "\n## {} failed\n\n{error}\n\n```\n{}\n```",
-                    task.id,
-                    record.log_tail.join("\n")
-                );
+                let _ = writeln!(out, "\n## {} failed\n\n{error}\n\n```\n{}\n```", task.id, record.log_tail.join("\n"));
             }
         }
         out
@@ -334,10 +267,7 @@ impl<'a> Report<'a> {
             let path = dir.join(name);
             std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))
         };
-        write(
-            "report.json",
-            serde_json::to_string_pretty(&self.json())? + "\n",
-        )?;
+        write("report.json", serde_json::to_string_pretty(&self.json())? + "\n")?;
         write("report.md", self.markdown())?;
         write("timeline.svg", svg::timeline(self))
     }
@@ -347,9 +277,7 @@ impl<'a> Report<'a> {
 /// a dependency if one ended then, else whatever freed a barrier or a pool slot.
 pub fn critical_path(plan: &Plan, run: &RunRecord) -> Vec<usize> {
     let records = &run.tasks;
-    let Some(mut current) = (0..records.len())
-        .filter(|&i| records[i].end.is_some())
-        .max_by_key(|&i| records[i].end)
+    let Some(mut current) = (0..records.len()).filter(|&i| records[i].end.is_some()).max_by_key(|&i| records[i].end)
     else {
         return Vec::new();
     };
@@ -358,35 +286,16 @@ pub fn critical_path(plan: &Plan, run: &RunRecord) -> Vec<usize> {
         let Some(start) = records[current].start else {
             break;
         };
-        let ended_before = |i: usize| {
-            records[i]
-                .end
-                .is_some_and(|end| end <= start + RELEASE_SLACK)
-                && !chain.contains(&i)
-        };
-        let Some(latest) = (0..records.len())
-            .filter(|&i| ended_before(i))
-            .filter_map(|i| records[i].end)
-            .max()
-        else {
+        let ended_before =
+            |i: usize| records[i].end.is_some_and(|end| end <= start + RELEASE_SLACK) && !chain.contains(&i);
+        let Some(latest) = (0..records.len()).filter(|&i| ended_before(i)).filter_map(|i| records[i].end).max() else {
             break;
         };
-        let near = |i: usize| {
-            records[i]
-                .end
-                .is_some_and(|end| end + RELEASE_SLACK >= latest)
-        };
-        let dep = plan
-            .deps(current)
-            .iter()
-            .copied()
-            .filter(|&d| ended_before(d) && near(d))
-            .max_by_key(|&d| records[d].end);
-        let releaser = dep.or_else(|| {
-            (0..records.len())
-                .filter(|&i| ended_before(i) && near(i))
-                .max_by_key(|&i| records[i].end)
-        });
+        let near = |i: usize| records[i].end.is_some_and(|end| end + RELEASE_SLACK >= latest);
+        let dep =
+            plan.deps(current).iter().copied().filter(|&d| ended_before(d) && near(d)).max_by_key(|&d| records[d].end);
+        let releaser =
+            dep.or_else(|| (0..records.len()).filter(|&i| ended_before(i) && near(i)).max_by_key(|&i| records[i].end));
         match releaser {
             Some(prev) => {
                 chain.push(prev);
@@ -410,13 +319,7 @@ mod tests {
     }
 
     fn record(start: u64, end: u64) -> TaskRecord {
-        TaskRecord {
-            status: Status::Ok,
-            start: Some(ms(start)),
-            end: Some(ms(end)),
-            error: None,
-            log_tail: Vec::new(),
-        }
+        TaskRecord { status: Status::Ok, start: Some(ms(start)), end: Some(ms(end)), error: None, log_tail: Vec::new() }
     }
 
     fn run_of(tasks: Vec<TaskRecord>) -> RunRecord {
@@ -432,12 +335,7 @@ mod tests {
     }
 
     fn plan(spec: &[(&str, &[&str])]) -> Plan {
-        Plan::new(
-            spec.iter()
-                .map(|(id, deps)| Task::new(*id, Phase::Infra, Kind::Api).after(deps))
-                .collect(),
-        )
-        .unwrap()
+        Plan::new(spec.iter().map(|(id, deps)| Task::new(*id, Phase::Infra, Kind::Api).after(deps)).collect()).unwrap()
     }
 
     fn ids(plan: &Plan, chain: &[usize]) -> Vec<String> {
@@ -455,17 +353,9 @@ mod tests {
             ("db", &["cluster"]),
             ("app", &["load", "db"]),
         ]);
-        let run = run_of(vec![
-            record(0, 1500),
-            record(0, 600),
-            record(1501, 1600),
-            record(1501, 1800),
-            record(1801, 2000),
-        ]);
-        assert_eq!(
-            ids(&plan, &critical_path(&plan, &run)),
-            ["cluster", "db", "app"]
-        );
+        let run =
+            run_of(vec![record(0, 1500), record(0, 600), record(1501, 1600), record(1501, 1800), record(1801, 2000)]);
+        assert_eq!(ids(&plan, &critical_path(&plan, &run)), ["cluster", "db", "app"]);
     }
 
     #[test]
@@ -494,11 +384,7 @@ mod tests {
         assert_eq!(json["outcome"], "ok");
         assert_eq!(json["phases"][0]["wall_s"], 2.0);
         assert_eq!(json["phases"][0]["sum_s"], 3.0);
-        assert!(
-            report.terminal().contains("saved 1.0s (33%)"),
-            "{}",
-            report.terminal()
-        );
+        assert!(report.terminal().contains("saved 1.0s (33%)"), "{}", report.terminal());
     }
 
     #[test]
@@ -509,19 +395,11 @@ mod tests {
         failed.error = Some("boom".into());
         let mut cancelled = record(0, 120);
         cancelled.status = Status::Cancelled;
-        let not_started = TaskRecord {
-            status: Status::NotStarted,
-            start: None,
-            end: None,
-            error: None,
-            log_tail: Vec::new(),
-        };
+        let not_started =
+            TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: Vec::new() };
         let run = run_of(vec![failed, cancelled, not_started]);
         let report = Report::new("t", "r", &plan, &run);
-        assert_eq!(
-            run.failure_summary().unwrap(),
-            "failed 1 of 3, cancelled 1, not started 1"
-        );
+        assert_eq!(run.failure_summary().unwrap(), "failed 1 of 3, cancelled 1, not started 1");
         assert!(report.terminal().contains("infra/a: boom"));
         assert_eq!(report.json()["outcome"], "failed");
     }

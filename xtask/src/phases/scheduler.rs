@@ -72,11 +72,7 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs a build or process task on a pool thread.
     fn run_blocking(&self, task: &Task, cx: &TaskCx) -> anyhow::Result<Outcome>;
     /// Runs a Kubernetes API task on tokio.
-    fn run_async(
-        &self,
-        task: &Task,
-        cx: &TaskCx,
-    ) -> impl Future<Output = anyhow::Result<Outcome>> + Send;
+    fn run_async(&self, task: &Task, cx: &TaskCx) -> impl Future<Output = anyhow::Result<Outcome>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,11 +131,7 @@ impl RunRecord {
     }
 
     pub fn succeeded(&self) -> bool {
-        !self.interrupted
-            && self
-                .tasks
-                .iter()
-                .all(|t| matches!(t.status, Status::Ok | Status::Cached))
+        !self.interrupted && self.tasks.iter().all(|t| matches!(t.status, Status::Ok | Status::Cached))
     }
 
     /// "failed N of M, cancelled K, not started J", or None when every task succeeded.
@@ -147,11 +139,7 @@ impl RunRecord {
         if self.succeeded() {
             return None;
         }
-        let head = if self.interrupted {
-            "interrupted: ".to_owned()
-        } else {
-            String::new()
-        };
+        let head = if self.interrupted { "interrupted: ".to_owned() } else { String::new() };
         Some(format!(
             "{head}failed {} of {}, cancelled {}, not started {}",
             self.count(Status::Failed),
@@ -167,12 +155,7 @@ const LOG_TAIL: usize = 20;
 
 enum Event {
     Started(usize, Duration),
-    Finished {
-        task: usize,
-        result: anyhow::Result<Outcome>,
-        started: bool,
-        at: Duration,
-    },
+    Finished { task: usize, result: anyhow::Result<Outcome>, started: bool, at: Duration },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -202,27 +185,18 @@ pub async fn run<E: Executor>(
             .expect("cannot start a thread pool")
     };
     let build_pool = pool(jobs, "build");
-    let process_pool = pool(
-        plan.tasks()
-            .iter()
-            .filter(|t| t.kind == Kind::Process)
-            .count(),
-        "process",
-    );
+    let process_pool = pool(plan.tasks().iter().filter(|t| t.kind == Kind::Process).count(), "process");
 
     let n = plan.len();
     let mut state = vec![State::Pending; n];
     let mut waiting_on: Vec<usize> = (0..n).map(|i| plan.deps(i).len()).collect();
     let mut records: Vec<TaskRecord> = (0..n)
-        .map(|_| TaskRecord {
-            status: Status::NotStarted,
-            start: None,
-            end: None,
-            error: None,
-            log_tail: Vec::new(),
-        })
+        .map(|_| TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: Vec::new() })
         .collect();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    // Tasks see `stop`: a failing task fires it itself, so not even a queued task starts after
+    // it; `cancel` (the caller's, e.g. Ctrl-C) fires it too.
+    let stop = cancel.child_token();
     let mut in_flight = 0usize;
     let mut stopping = false;
     let mut interrupted = false;
@@ -232,10 +206,7 @@ pub async fn run<E: Executor>(
             for i in ready(&plan, strategy, &state, &waiting_on, in_flight) {
                 state[i] = State::InFlight;
                 in_flight += 1;
-                let cx = TaskCx {
-                    cancel: cancel.clone(),
-                    log: log_dir.join(format!("{}.log", plan.tasks()[i].id)),
-                };
+                let cx = TaskCx { cancel: stop.clone(), log: log_dir.join(format!("{}.log", plan.tasks()[i].id)) };
                 let (plan, executor, tx) = (plan.clone(), executor.clone(), tx.clone());
                 if plan.tasks()[i].kind == Kind::Api {
                     tokio::spawn(async move {
@@ -245,20 +216,12 @@ pub async fn run<E: Executor>(
                             _ = cx.cancel.cancelled() => Err(Cancelled.into()),
                             result = executor.run_async(&plan.tasks()[i], &cx) => result,
                         };
-                        let _ = tx.send(Event::Finished {
-                            task: i,
-                            result,
-                            started: true,
-                            at: t0.elapsed(),
-                        });
+                        stop_on_failure(&result, &cx.cancel);
+                        let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
                     });
                     continue;
                 }
-                let pool = if plan.tasks()[i].kind == Kind::Build {
-                    &build_pool
-                } else {
-                    &process_pool
-                };
+                let pool = if plan.tasks()[i].kind == Kind::Build { &build_pool } else { &process_pool };
                 pool.spawn(move || {
                     if cx.cancel.is_cancelled() {
                         let _ = tx.send(Event::Finished {
@@ -271,12 +234,8 @@ pub async fn run<E: Executor>(
                     }
                     let _ = tx.send(Event::Started(i, t0.elapsed()));
                     let result = executor.run_blocking(&plan.tasks()[i], &cx);
-                    let _ = tx.send(Event::Finished {
-                        task: i,
-                        result,
-                        started: true,
-                        at: t0.elapsed(),
-                    });
+                    stop_on_failure(&result, &cx.cancel);
+                    let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
                 });
             }
         }
@@ -296,12 +255,7 @@ pub async fn run<E: Executor>(
                 records[i].start = Some(at);
                 progress.started(&plan.tasks()[i]);
             }
-            Event::Finished {
-                task: i,
-                result,
-                started,
-                at,
-            } => {
+            Event::Finished { task: i, result, started, at } => {
                 in_flight -= 1;
                 state[i] = State::Done;
                 let record = &mut records[i];
@@ -315,14 +269,8 @@ pub async fn run<E: Executor>(
                     Err(err) if err.is::<Cancelled>() => Status::Cancelled,
                     Err(err) => {
                         record.error = Some(format!("{err:#}"));
-                        record.log_tail = tail(
-                            &log_dir.join(format!("{}.log", plan.tasks()[i].id)),
-                            LOG_TAIL,
-                        );
-                        if !stopping {
-                            stopping = true;
-                            cancel.cancel();
-                        }
+                        record.log_tail = tail(&log_dir.join(format!("{}.log", plan.tasks()[i].id)), LOG_TAIL);
+                        stopping = true;
                         Status::Failed
                     }
                 };
@@ -337,47 +285,30 @@ pub async fn run<E: Executor>(
             }
         }
     }
-    RunRecord {
-        strategy,
-        jobs,
-        started_at,
-        makespan: t0.elapsed(),
-        interrupted,
-        tasks: records,
+    RunRecord { strategy, jobs, started_at, makespan: t0.elapsed(), interrupted, tasks: records }
+}
+
+fn stop_on_failure(result: &anyhow::Result<Outcome>, stop: &CancellationToken) {
+    if result.as_ref().is_err_and(|err| !err.is::<Cancelled>()) {
+        stop.cancel();
     }
 }
 
 /// The tasks that may start now under `strategy`, in plan order.
-fn ready(
-    plan: &Plan,
-    strategy: Strategy,
-    state: &[State],
-    waiting_on: &[usize],
-    in_flight: usize,
-) -> Vec<usize> {
+fn ready(plan: &Plan, strategy: Strategy, state: &[State], waiting_on: &[usize], in_flight: usize) -> Vec<usize> {
     let startable = |i: usize| state[i] == State::Pending && waiting_on[i] == 0;
     match strategy {
         Strategy::Dag => (0..plan.len()).filter(|&i| startable(i)).collect(),
         Strategy::Phased => {
             let tasks = plan.tasks();
-            let Some(stage) = (0..plan.len())
-                .filter(|&i| state[i] != State::Done)
-                .map(|i| tasks[i].stage)
-                .min()
-            else {
+            let Some(stage) = (0..plan.len()).filter(|&i| state[i] != State::Done).map(|i| tasks[i].stage).min() else {
                 return Vec::new();
             };
-            (0..plan.len())
-                .filter(|&i| startable(i) && tasks[i].stage == stage)
-                .collect()
+            (0..plan.len()).filter(|&i| startable(i) && tasks[i].stage == stage).collect()
         }
-        Strategy::Sequential if in_flight == 0 => plan
-            .topological()
-            .iter()
-            .copied()
-            .find(|&i| startable(i))
-            .into_iter()
-            .collect(),
+        Strategy::Sequential if in_flight == 0 => {
+            plan.topological().iter().copied().find(|&i| startable(i)).into_iter().collect()
+        }
         Strategy::Sequential => Vec::new(),
     }
 }
@@ -388,10 +319,7 @@ fn tail(path: &Utf8Path, n: usize) -> Vec<String> {
         return Vec::new();
     };
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
 }
 
 #[cfg(test)]

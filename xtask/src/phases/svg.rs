@@ -23,21 +23,14 @@ fn colour(phase: Phase) -> &'static str {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A tick spacing of 1, 2 or 5 times a power of ten giving at most ten ticks.
 fn tick_step(total_secs: f64) -> f64 {
     let raw = (total_secs / 10.0).max(0.001);
     let base = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * base)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * base)
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * base).find(|&s| s >= raw).unwrap_or(10.0 * base)
 }
 
 pub fn timeline(report: &Report<'_>) -> String {
@@ -82,21 +75,13 @@ pub fn timeline(report: &Report<'_>) -> String {
         let y = TOP + ROW_H * row as f64;
         let critical = report.critical.contains(&i);
         let label = format!("{}{}", if critical { "* " } else { "" }, task.label());
-        let fill = if record.status == Status::NotStarted {
-            "#999"
-        } else {
-            "#000"
-        };
+        let fill = if record.status == Status::NotStarted { "#999" } else { "#000" };
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{:.1}" text-anchor="end" fill="{fill}"{}>{}</text>"#,
             LABEL_W - 8.0,
             y + 15.0,
-            if critical {
-                r#" font-weight="bold""#
-            } else {
-                ""
-            },
+            if critical { r#" font-weight="bold""# } else { "" },
             escape(&label)
         );
         let (Some(start), Some(end)) = (record.start, record.end) else {
@@ -163,8 +148,7 @@ mod tests {
         let plan = Plan::new(vec![
             Task::new("create <cluster> & co", Phase::Cluster, Kind::Process),
             Task::new("build", Phase::Images, Kind::Build),
-            Task::new("deploy", Phase::Services, Kind::Api)
-                .after(&["create <cluster> & co", "build"]),
+            Task::new("deploy", Phase::Services, Kind::Api).after(&["create <cluster> & co", "build"]),
             Task::new("never", Phase::Tests, Kind::Process).after(&["deploy"]),
         ])
         .unwrap();
@@ -175,13 +159,8 @@ mod tests {
             error: None,
             log_tail: vec![],
         };
-        let not_started = TaskRecord {
-            status: Status::NotStarted,
-            start: None,
-            end: None,
-            error: None,
-            log_tail: vec![],
-        };
+        let not_started =
+            TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: vec![] };
         let run = RunRecord {
             strategy: Strategy::Dag,
             jobs: 2,
@@ -200,29 +179,14 @@ mod tests {
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let root = doc.root_element();
         assert_eq!(root.tag_name().name(), "svg");
-        assert_eq!(
-            root.tag_name().namespace(),
-            Some("http://www.w3.org/2000/svg")
-        );
-        let bars: Vec<_> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("rect") && n.attribute("rx").is_some())
-            .collect();
+        assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+        let bars: Vec<_> =
+            doc.descendants().filter(|n| n.has_tag_name("rect") && n.attribute("rx").is_some()).collect();
         assert_eq!(bars.len(), 3, "one bar per task that ran");
         assert!(svg.contains("create &lt;cluster&gt; &amp; co"));
-        let outlined: Vec<_> = bars
-            .iter()
-            .filter(|b| b.attribute("stroke").is_some())
-            .collect();
-        assert_eq!(
-            outlined.len(),
-            2,
-            "the critical cluster bar and the failed deploy bar"
-        );
-        let widths: Vec<f64> = bars
-            .iter()
-            .map(|b| b.attribute("width").unwrap().parse().unwrap())
-            .collect();
+        let outlined: Vec<_> = bars.iter().filter(|b| b.attribute("stroke").is_some()).collect();
+        assert_eq!(outlined.len(), 2, "the critical cluster bar and the failed deploy bar");
+        let widths: Vec<f64> = bars.iter().map(|b| b.attribute("width").unwrap().parse().unwrap()).collect();
         assert!((widths[0] - CHART_W * 2.0 / 3.0).abs() < 0.2, "{widths:?}");
     }
 

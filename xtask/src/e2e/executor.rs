@@ -1,0 +1,280 @@
+//! The real executor: external commands for build and process tasks, kube-rs for API tasks.
+//! Run variables (`${TAG_GATEWAY}`, `${NAMESPACE}`...) are filled in as steps need them.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail, format_err};
+use camino::Utf8Path;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::kube;
+use crate::envs::{Settings, image_ref, tag_var};
+use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, run_command};
+
+/// How long CRDs get to become Established.
+const CRD_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct RealExecutor {
+    settings: Settings,
+    vars: Mutex<HashMap<String, String>>,
+    client: OnceCell<::kube::Client>,
+    db_password: String,
+}
+
+impl RealExecutor {
+    /// `images` maps `IMAGE_POSTGRES`-style names to the third-party images to deploy.
+    pub fn new(settings: Settings, images: &[(&str, String)]) -> anyhow::Result<RealExecutor> {
+        let mut vars = HashMap::new();
+        vars.insert("NAMESPACE".to_owned(), settings.namespace.clone());
+        vars.insert("IMAGE_PULL_POLICY".to_owned(), "IfNotPresent".to_owned());
+        for (name, image) in images {
+            vars.insert(name.to_string(), image.clone());
+        }
+        Ok(RealExecutor { settings, vars: Mutex::new(vars), client: OnceCell::new(), db_password: random_hex(16)? })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<&::kube::Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let kubeconfig = self.settings.kubeconfig();
+                kube::client(&kubeconfig).await
+            })
+            .await
+    }
+
+    /// Replaces each `${NAME}` with its run variable; `${IMAGE_X}` defaults to the image built
+    /// for x. An unknown name is an error naming it.
+    pub fn expand(&self, text: &str) -> anyhow::Result<String> {
+        let vars = self.vars.lock().unwrap();
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').ok_or_else(|| format_err!("unterminated `${{` in `{text}`"))? + start;
+            let name = &rest[start + 2..end];
+            let value = match vars.get(name) {
+                Some(value) => value.clone(),
+                None => match name.strip_prefix("IMAGE_") {
+                    Some(bin) if vars.contains_key(&tag_var(&bin.to_lowercase())) => {
+                        let bin = bin.to_lowercase();
+                        image_ref(&bin).replace(&format!("${{{}}}", tag_var(&bin)), &vars[&tag_var(&bin)])
+                    }
+                    _ => bail!("unknown placeholder ${{{name}}}"),
+                },
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn expand_command(&self, cmd: &Command) -> anyhow::Result<Command> {
+        let mut out = cmd.clone();
+        out.program = self.expand(&cmd.program)?;
+        for arg in &mut out.args {
+            *arg = self.expand(arg)?;
+        }
+        for (_, value) in &mut out.env {
+            *value = self.expand(value)?;
+        }
+        Ok(out)
+    }
+
+    async fn kube_op(&self, op: &KubeOp, log: &Utf8Path) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let ns = &self.settings.namespace;
+        match op {
+            KubeOp::ServerVersion => {
+                let version = kube::server_version(client).await?;
+                append(log, &format!("API server {version}"))?;
+            }
+            KubeOp::Namespace => {
+                kube::namespace(client, ns, &self.settings.run_id, &self.db_password).await?;
+                append(log, &format!("namespace {ns} and Secret postgresql-credentials ready"))?;
+            }
+            KubeOp::Apply { manifest } => {
+                let raw =
+                    std::fs::read_to_string(manifest).with_context(|| format!("cannot read manifest {manifest}"))?;
+                let text = self.expand(&raw).with_context(|| format!("in manifest {manifest}"))?;
+                let objects = kube::parse(manifest, &text)?;
+                for line in kube::apply(client, ns, objects).await? {
+                    append(log, &line)?;
+                }
+            }
+            KubeOp::CrdsEstablished { names } => kube::crds_established(client, names, CRD_TIMEOUT).await?,
+            KubeOp::Rollout { deployment, timeout } => {
+                kube::rollout(client, ns, deployment, *timeout).await?;
+                append(log, &format!("deployment/{deployment} rolled out"))?;
+            }
+            KubeOp::JobComplete { job, timeout } => {
+                kube::job_complete(client, ns, job, *timeout).await?;
+                append(log, &format!("job/{job} complete"))?;
+            }
+            KubeOp::Expose { service, port, node_port, url, var } => {
+                let allocated = kube::expose(client, ns, service, port, *node_port).await?;
+                let url = match url {
+                    Some(url) => url.clone(),
+                    None => kube::node_url(client, allocated).await?,
+                };
+                append(log, &format!("{var}={url}"))?;
+                self.vars.lock().unwrap().insert(var.clone(), url);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Executor for RealExecutor {
+    fn run_blocking(&self, task: &Task, cx: &TaskCx) -> anyhow::Result<Outcome> {
+        for step in &task.steps {
+            match step {
+                Step::Run(cmd) => run_command(&self.expand_command(cmd)?, &cx.log, &cx.cancel)?,
+                Step::Tag { var, files, strings } => {
+                    let tag = content_hash(files, strings)?;
+                    append(&cx.log, &format!("{var} = {tag}"))?;
+                    self.vars.lock().unwrap().insert(var.clone(), tag);
+                }
+                Step::SkipIf(probe) => match run_command(&self.expand_command(probe)?, &cx.log, &cx.cancel) {
+                    Ok(()) => {
+                        append(&cx.log, "already there: nothing to do")?;
+                        return Ok(Outcome::Cached);
+                    }
+                    Err(err) if err.is::<Cancelled>() => return Err(err),
+                    Err(_) => {}
+                },
+                Step::Copy { from, to } => {
+                    if let Some(dir) = to.parent() {
+                        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+                    }
+                    std::fs::copy(from, to).with_context(|| format!("cannot copy {from} to {to}"))?;
+                }
+                Step::Kube(op) => bail!("{}: Kubernetes step `{op}` in a {} task", task.id, task.kind.name()),
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn run_async(&self, task: &Task, cx: &TaskCx) -> anyhow::Result<Outcome> {
+        for step in &task.steps {
+            match step {
+                Step::Kube(op) => {
+                    self.kube_op(op, &cx.log).await.map_err(|err| {
+                        let _ = append(&cx.log, &format!("error: {err:#}"));
+                        err
+                    })?;
+                }
+                other => bail!("{}: step `{other}` does not belong in an API task", task.id),
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+/// A 16-hex-digit SHA-256 over the files' bytes and the strings, each length-prefixed.
+pub fn content_hash(files: &[camino::Utf8PathBuf], strings: &[String]) -> anyhow::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for file in files {
+        let mut f = std::fs::File::open(file).with_context(|| format!("cannot read {file}: was it built?"))?;
+        let len = f.metadata()?.len();
+        hasher.update(len.to_le_bytes());
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    for s in strings {
+        hasher.update((s.len() as u64).to_le_bytes());
+        hasher.update(s.as_bytes());
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn append(log: &Utf8Path, line: &str) -> anyhow::Result<()> {
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open log {log}"))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envs::{Delivery, Target};
+    use crate::flags::Engine;
+
+    fn executor() -> RealExecutor {
+        let settings = Settings {
+            run_id: "r".into(),
+            run_dir: "target/x".into(),
+            engine: Engine::Docker,
+            target: Target::Existing { kubeconfig: "k".into() },
+            delivery: Delivery::None,
+            namespace: "remedy-ns".into(),
+            base_image: "debian:bookworm-slim".into(),
+        };
+        RealExecutor::new(settings, &[("IMAGE_POSTGRES", "postgres:16".into())]).unwrap()
+    }
+
+    #[test]
+    fn expands_run_variables_and_built_images() {
+        let exec = executor();
+        exec.vars.lock().unwrap().insert("TAG_GATEWAY".into(), "0123abcd".into());
+        let text = "ns: ${NAMESPACE}\nimage: ${IMAGE_GATEWAY}\ndb: ${IMAGE_POSTGRES}\npolicy: ${IMAGE_PULL_POLICY}";
+        assert_eq!(
+            exec.expand(text).unwrap(),
+            "ns: remedy-ns\nimage: remedy/gateway:0123abcd\ndb: postgres:16\npolicy: IfNotPresent"
+        );
+    }
+
+    #[test]
+    fn unknown_or_unbuilt_placeholders_are_errors() {
+        let exec = executor();
+        assert_eq!(
+            exec.expand("x ${IMAGE_DATASTORAGE}").unwrap_err().to_string(),
+            "unknown placeholder ${IMAGE_DATASTORAGE}"
+        );
+        assert_eq!(exec.expand("${NOPE}").unwrap_err().to_string(), "unknown placeholder ${NOPE}");
+        assert!(exec.expand("${OPEN").is_err());
+    }
+
+    #[test]
+    fn content_hash_changes_with_any_input() {
+        let dir = std::env::temp_dir().join(format!("xtask-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = camino::Utf8PathBuf::from_path_buf(dir.join("bin")).unwrap();
+        std::fs::write(&file, b"binary v1").unwrap();
+        let a = content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap();
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap());
+        assert_ne!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=y".into()]).unwrap());
+        std::fs::write(&file, b"binary v2").unwrap();
+        assert_ne!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn malformed_manifest_is_named() {
+        let err = kube::parse("m.yaml".into(), "apiVersion: v1\nkind: ConfigMap\nmetadata: [oops").unwrap_err();
+        assert!(err.to_string().starts_with("malformed manifest m.yaml:"), "{err}");
+        let err =
+            kube::parse("m.yaml".into(), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n").unwrap_err();
+        assert_eq!(err.to_string(), "malformed manifest m.yaml: document 1 has no metadata.name");
+    }
+}

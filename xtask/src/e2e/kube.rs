@@ -1,0 +1,422 @@
+//! Kubernetes work through kube-rs: server-side apply of manifests, readiness waits that fail
+//! early on broken pods, diagnostics and namespace teardown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, format_err};
+use camino::Utf8Path;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
+use kube::{Client, Config, ResourceExt};
+
+/// The field manager of everything the xtask applies.
+const MANAGER: &str = "remedy-xtask";
+/// How often waits look at the cluster.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a pod may sit in a state it will not leave by itself before its task fails.
+const BROKEN_GRACE: Duration = Duration::from_secs(5);
+/// Waiting reasons that do not resolve without a change to the manifest or the image.
+const BROKEN: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+];
+
+/// A client for the cluster of `kubeconfig`, never the user's default config.
+pub async fn client(kubeconfig: &Utf8Path) -> anyhow::Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {kubeconfig}"))?;
+    Ok(Client::try_from(config)?)
+}
+
+pub async fn server_version(client: &Client) -> anyhow::Result<String> {
+    let info = client.apiserver_version().await.context("the API server does not answer")?;
+    Ok(info.git_version)
+}
+
+/// Parses a multi-document manifest; an error names the file.
+pub fn parse(path: &Utf8Path, text: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let docs: Vec<DynamicObject> =
+        serde_saphyr::from_multiple(text).map_err(|err| format_err!("malformed manifest {path}: {err}"))?;
+    for (n, doc) in docs.iter().enumerate() {
+        if doc.types.is_none() {
+            bail!("malformed manifest {path}: document {} has no apiVersion/kind", n + 1);
+        }
+        if doc.metadata.name.is_none() {
+            bail!("malformed manifest {path}: document {} has no metadata.name", n + 1);
+        }
+    }
+    Ok(docs)
+}
+
+/// Server-side applies every object, Namespaces and CRDs first, namespaced ones into `ns`.
+/// Returns one line per object for the task log.
+pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -> anyhow::Result<Vec<String>> {
+    let discovery = Discovery::new(client.clone()).run().await.context("API discovery failed")?;
+    let rank = |o: &DynamicObject| match o.types.as_ref().map(|t| t.kind.as_str()) {
+        Some("Namespace") => 0,
+        Some("CustomResourceDefinition") => 1,
+        _ => 2,
+    };
+    objects.sort_by_key(rank);
+    let params = PatchParams::apply(MANAGER).force();
+    let mut applied = Vec::new();
+    for obj in objects {
+        let types = obj.types.clone().expect("parse checked apiVersion/kind");
+        let gvk = GroupVersionKind::try_from(&types)?;
+        let name = obj.name_any();
+        let (resource, caps) = discovery.resolve_gvk(&gvk).ok_or_else(|| {
+            format_err!("{}/{name}: the cluster does not serve {} {}", types.kind, types.api_version, types.kind)
+        })?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &params, &Patch::Apply(&obj))
+            .await
+            .with_context(|| format!("server-side apply of {}/{name} failed", types.kind))?;
+        applied.push(format!("applied {}/{name}", types.kind));
+    }
+    Ok(applied)
+}
+
+/// Creates the run's namespace and the database credentials Secret (the password is never
+/// printed).
+pub async fn namespace(client: &Client, ns: &str, run_id: &str, password: &str) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let object: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER, "remedy.dev/run-id": run_id}},
+    }))?;
+    namespaces
+        .patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .context("cannot create the namespace")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "postgresql-credentials"},
+        "stringData": {"POSTGRES_USER": "remedy", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "remedy"},
+    }))?;
+    secrets
+        .patch("postgresql-credentials", &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .context("cannot create Secret postgresql-credentials")?;
+    Ok(())
+}
+
+pub async fn crds_established(client: &Client, names: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    for name in names {
+        loop {
+            let crd = api.get_opt(name).await?;
+            let established = crd
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} not Established after {}s", timeout.as_secs());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the Deployment's newest generation is fully available; fails early when one of
+/// its pods is broken, with the pod's events and last log lines.
+pub async fn rollout(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + timeout;
+    let mut broken_since = HashMap::new();
+    loop {
+        let deployment = api.get(name).await.with_context(|| format!("cannot read deployment/{name}"))?;
+        let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        let current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(1);
+        let ready = current
+            && status.updated_replicas.unwrap_or(0) == desired
+            && status.available_replicas.unwrap_or(0) == desired
+            && status.replicas.unwrap_or(0) == desired;
+        if ready {
+            return Ok(());
+        }
+        let selector =
+            deployment.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).map(selector).unwrap_or_default();
+        check_pods(client, ns, &selector, &format!("deployment/{name}"), &mut broken_since).await?;
+        if Instant::now() > deadline {
+            let detail = describe_pods(client, ns, &selector).await;
+            bail!(
+                "deployment/{name} not ready after {}s: {} of {desired} available\n{detail}",
+                timeout.as_secs(),
+                status.available_replicas.unwrap_or(0)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits for a Job to complete; a failed Job is an error carrying its pods' logs.
+pub async fn job_complete(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + timeout;
+    let selector = format!("job-name={name}");
+    let mut broken_since = HashMap::new();
+    loop {
+        let job = api.get(name).await.with_context(|| format!("cannot read job/{name}"))?;
+        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+        let holds = |kind: &str| conditions.iter().any(|c| c.type_ == kind && c.status == "True");
+        if holds("Complete") {
+            return Ok(());
+        }
+        if holds("Failed") {
+            let detail = describe_pods(client, ns, &selector).await;
+            bail!("job/{name} failed\n{detail}");
+        }
+        check_pods(client, ns, &selector, &format!("job/{name}"), &mut broken_since).await?;
+        if Instant::now() > deadline {
+            let detail = describe_pods(client, ns, &selector).await;
+            bail!("job/{name} did not complete within {}s\n{detail}", timeout.as_secs());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Fails when a pod matching `selector` has been broken for longer than the grace period.
+async fn check_pods(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    owner: &str,
+    broken_since: &mut HashMap<String, Instant>,
+) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(selector)).await?;
+    for pod in &list.items {
+        let status = pod.status.clone().unwrap_or_default();
+        let containers =
+            status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+        for cs in containers {
+            let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+            let reason = waiting.reason.clone().unwrap_or_default();
+            if !BROKEN.contains(&reason.as_str()) {
+                continue;
+            }
+            let key = format!("{}/{}", pod.name_any(), cs.name);
+            let since = *broken_since.entry(key).or_insert_with(Instant::now);
+            if since.elapsed() >= BROKEN_GRACE {
+                let detail = describe_pods(client, ns, selector).await;
+                bail!(
+                    "{owner}: pod {} container {} is {reason}: {}\n{detail}",
+                    pod.name_any(),
+                    cs.name,
+                    waiting.message.clone().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each matching pod's recent events and the last 20 log lines of each container.
+async fn describe_pods(client: &Client, ns: &str, selector: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
+        return "(pods could not be listed)".to_owned();
+    };
+    let mut out = String::new();
+    for pod in list.items {
+        let name = pod.name_any();
+        for line in events_of(client, ns, &name).await {
+            out.push_str(&format!("  event {name}: {line}\n"));
+        }
+        let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+        for cs in statuses {
+            let previous = cs.restart_count > 0;
+            let params =
+                LogParams { container: Some(cs.name.clone()), tail_lines: Some(20), previous, ..Default::default() };
+            if let Ok(logs) = pods.logs(&name, &params).await {
+                out.push_str(&format!(
+                    "  last log lines of {name}/{}{}:\n",
+                    cs.name,
+                    if previous { " (previous run)" } else { "" }
+                ));
+                for line in logs.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The last ten events about one object, oldest first.
+async fn events_of(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let params = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let Ok(list) = events.list(&params).await else { return Vec::new() };
+    let mut items = list.items;
+    items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+    items
+        .iter()
+        .rev()
+        .take(10)
+        .rev()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Creates NodePort Service `<service>-e2e` for one port of `service` and returns its node
+/// port; Kubernetes picks the port when `node_port` is None.
+pub async fn expose(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    port_name: &str,
+    node_port: Option<u16>,
+) -> anyhow::Result<i32> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = services.get(service).await.with_context(|| format!("cannot read service/{service}"))?;
+    let spec = svc.spec.unwrap_or_default();
+    let port = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some(port_name))
+        .ok_or_else(|| format_err!("service/{service} has no port named {port_name}"))?;
+    let name = format!("{service}-e2e");
+    let mut exposed = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+        "spec": {
+            "type": "NodePort",
+            "selector": spec.selector,
+            "ports": [{"name": port_name, "port": port.port, "targetPort": port.target_port, "protocol": "TCP"}],
+        },
+    });
+    if let Some(node_port) = node_port {
+        exposed["spec"]["ports"][0]["nodePort"] = node_port.into();
+    }
+    let exposed: Service = serde_json::from_value(exposed)?;
+    let applied = services
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&exposed))
+        .await
+        .with_context(|| format!("cannot create service/{name}"))?;
+    applied
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.first().and_then(|p| p.node_port))
+        .ok_or_else(|| format_err!("service/{name} got no node port"))
+}
+
+/// `http://<first node's InternalIP>:<node_port>`: how the host reaches a NodePort.
+pub async fn node_url(client: &Client, node_port: i32) -> anyhow::Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| format_err!("the cluster has no node"))?;
+    let address = node
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address)
+        .ok_or_else(|| format_err!("node {} has no InternalIP", node.metadata.name.unwrap_or_default()))?;
+    Ok(format!("http://{address}:{node_port}"))
+}
+
+/// Writes the namespace's events, pod states and container logs into `dir`.
+pub async fn save_diagnostics(client: &Client, ns: &str, dir: &Utf8Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut items = events.list(&ListParams::default()).await?.items;
+    items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+    let text: String = items
+        .iter()
+        .map(|e| {
+            let object = &e.involved_object;
+            format!(
+                "{} {} {}/{}: {} {}\n",
+                e.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+                e.type_.clone().unwrap_or_default(),
+                object.kind.clone().unwrap_or_default(),
+                object.name.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("events.txt"), text)?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut summary = String::new();
+    for pod in pods.list(&ListParams::default()).await?.items {
+        let name = pod.name_any();
+        let status = pod.status.clone().unwrap_or_default();
+        summary.push_str(&format!("{name} {}\n", status.phase.unwrap_or_default()));
+        for cs in status.container_statuses.unwrap_or_default() {
+            summary.push_str(&format!(
+                "  {} ready={} restarts={} state={:?}\n",
+                cs.name, cs.ready, cs.restart_count, cs.state
+            ));
+            let params = LogParams { container: Some(cs.name.clone()), tail_lines: Some(500), ..Default::default() };
+            if let Ok(logs) = pods.logs(&name, &params).await {
+                std::fs::write(dir.join(format!("{name}.{}.log", cs.name)), logs)?;
+            }
+        }
+    }
+    std::fs::write(dir.join("pods.txt"), summary)?;
+    Ok(())
+}
+
+/// Deletes the namespace and waits until it is gone.
+pub async fn delete_namespace(client: &Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(ns).await?.is_none() {
+        return Ok(());
+    }
+    api.delete(ns, &DeleteParams::background()).await.with_context(|| format!("cannot delete namespace {ns}"))?;
+    let deadline = Instant::now() + timeout;
+    while api.get_opt(ns).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("namespace {ns} still terminating after {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// Labels as `k=v,k2=v2`, for selectors.
+fn selector(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}

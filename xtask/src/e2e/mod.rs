@@ -1,0 +1,275 @@
+//! `cargo xtask e2e <service>`: bring up a service's environment as its task graph allows, run
+//! its specs, report the timings, tear down.
+
+mod executor;
+mod kube;
+mod preflight;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use tokio_util::sync::CancellationToken;
+
+use crate::envs::{Delivery, Exposed, Settings, Target};
+use crate::flags::{self, ClusterMode, Engine, ImageDelivery};
+use crate::phases::progress::{self, human};
+use crate::phases::report::Report;
+use crate::phases::{self, Command, Plan, run_command};
+use executor::RealExecutor;
+
+/// How long the run's namespace gets to disappear on an existing cluster.
+const NAMESPACE_DELETE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The base image of the service images unless `REMEDY_IMAGE_BASE` names another.
+const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
+
+impl flags::E2e {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        std::env::set_current_dir(project_root())?;
+        let service = self.service.name();
+        let run_id = run_id();
+        let suffix = &run_id[run_id.len() - 6..];
+        let run_dir =
+            self.report_dir.clone().unwrap_or_else(|| Utf8PathBuf::from(format!("target/e2e/{service}/{run_id}")));
+        let (engine, engine_found) = match self.engine {
+            Some(engine) => (engine, which::which(engine.program()).is_ok()),
+            None => detect_engine().map_or((Engine::Docker, false), |e| (e, true)),
+        };
+        let target = match self.cluster {
+            ClusterMode::Kind => {
+                let name = self.cluster_name.clone().unwrap_or_else(|| format!("remedy-{service}-{suffix}"));
+                check_cluster_name(&name)?;
+                Target::Kind { name, reuse: self.reuse_cluster }
+            }
+            ClusterMode::Existing => {
+                let kubeconfig = self.kubeconfig.clone().expect("clap requires --kubeconfig with --cluster existing");
+                Target::Existing { kubeconfig }
+            }
+        };
+        let delivery = match (self.image_delivery, self.cluster) {
+            (ImageDelivery::Auto | ImageDelivery::Kind, ClusterMode::Kind) => Delivery::KindLoad,
+            (ImageDelivery::Auto | ImageDelivery::None, ClusterMode::Existing) => Delivery::None,
+            (ImageDelivery::Kind, ClusterMode::Existing) => {
+                bail!("--image-delivery kind needs --cluster kind; use none or registry with an existing cluster")
+            }
+            (ImageDelivery::None, ClusterMode::Kind) => {
+                bail!("--image-delivery none needs --cluster existing: a Kind node cannot see the engine's images")
+            }
+            (ImageDelivery::Registry, _) => {
+                bail!("--image-delivery registry is not available yet; use kind or none")
+            }
+        };
+        let settings = Settings {
+            run_id: run_id.clone(),
+            run_dir,
+            engine,
+            target,
+            delivery,
+            namespace: format!("remedy-{service}-{suffix}"),
+            base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
+        };
+        let plan = self.service.plan(&settings)?;
+        let jobs = self.jobs.map_or_else(default_jobs, usize::from);
+
+        if self.plan {
+            println!("{service} end-to-end environment, run {run_id}");
+            match &settings.target {
+                Target::Kind { name, reuse } => println!(
+                    "cluster: kind `{name}`{}, kubeconfig {}",
+                    if *reuse { " (reused if it exists)" } else { "" },
+                    settings.kubeconfig()
+                ),
+                Target::Existing { kubeconfig } => {
+                    println!("cluster: existing, kubeconfig {kubeconfig}, namespace {}", settings.namespace)
+                }
+            }
+            let found = if engine_found { "" } else { " (not found on PATH)" };
+            println!(
+                "engine: {}{found}; images delivered by {:?}; report in {}\n",
+                engine.program(),
+                settings.delivery,
+                settings.run_dir
+            );
+            print!("{}", plan.describe(self.strategy, jobs));
+            println!("\nteardown:");
+            for line in settings.teardown(self.keep_cluster) {
+                println!("    {line}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let exposed = self.service.exposed();
+        preflight::check(&settings, &plan, &exposed)?;
+        let logs = settings.run_dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {logs}"))?;
+        if let Target::Kind { name, .. } = &settings.target {
+            let config = settings.run_dir.join("kind-config.yaml");
+            std::fs::write(&config, kind_config(name, &exposed)).with_context(|| format!("cannot write {config}"))?;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        runtime.block_on(run(self.service.name(), settings, plan, self.strategy, jobs, self.keep_cluster))
+    }
+}
+
+/// Runs the plan, then tears down on a fresh context whatever happened, then reports.
+async fn run(
+    service: &str,
+    settings: Settings,
+    plan: Plan,
+    strategy: phases::Strategy,
+    jobs: usize,
+    keep: bool,
+) -> anyhow::Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    let interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping running tasks, then tearing down (Ctrl-C again exits at once)");
+            interrupt.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let images = [
+        ("IMAGE_POSTGRES", std::env::var("REMEDY_IMAGE_POSTGRES").unwrap_or_else(|_| "postgres:16".to_owned())),
+        ("IMAGE_REDIS", std::env::var("REMEDY_IMAGE_REDIS").unwrap_or_else(|_| "redis:7".to_owned())),
+    ];
+    let executor = Arc::new(RealExecutor::new(settings.clone(), &images)?);
+    let plan = Arc::new(plan);
+    let logs = settings.run_dir.join("logs");
+    let mut progress = progress::for_stderr();
+    let record = phases::run(plan.clone(), executor.clone(), strategy, jobs, &logs, progress.as_mut(), cancel).await;
+
+    let report = Report::new(format!("{service} end-to-end"), &settings.run_id, &plan, &record);
+    report.write(&settings.run_dir)?;
+    let started = Instant::now();
+    let teardown = teardown(&settings, &executor, !record.succeeded(), keep).await;
+    eprint!("{}", report.terminal());
+    match &teardown {
+        Ok(lines) => {
+            for line in lines {
+                eprintln!("  {line}");
+            }
+            eprintln!("  teardown took {}", human(started.elapsed()));
+        }
+        Err(err) => eprintln!("  teardown failed: {err:#}"),
+    }
+    eprintln!("  report: {}", settings.run_dir.join("report.md"));
+    if record.interrupted {
+        return Ok(ExitCode::from(130));
+    }
+    if let Some(summary) = record.failure_summary() {
+        bail!("{service} end-to-end run failed: {summary}");
+    }
+    teardown?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves diagnostics when the run failed, then deletes what the run created unless it is to be
+/// kept. Runs after cancellation, so it never uses the run's token.
+async fn teardown(
+    settings: &Settings,
+    executor: &RealExecutor,
+    failed: bool,
+    keep: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let never = CancellationToken::new();
+    let log = settings.run_dir.join("logs").join("teardown.log");
+    match &settings.target {
+        Target::Kind { name, reuse } => {
+            let kind = |args: &[&str]| {
+                let cmd = Command::new("kind", args.iter().copied());
+                if settings.engine == Engine::Podman { cmd.env("KIND_EXPERIMENTAL_PROVIDER", "podman") } else { cmd }
+            };
+            if failed {
+                let dir = settings.run_dir.join("kind-logs");
+                match run_command(&kind(&["export", "logs", dir.as_str(), "--name", name]), &log, &never) {
+                    Ok(()) => done.push(format!("diagnostics saved in {dir}")),
+                    Err(err) => done.push(format!("could not export kind logs: {err:#}")),
+                }
+            }
+            if keep || *reuse {
+                done.push(format!("kept kind cluster {name}, kubeconfig {}", settings.kubeconfig()));
+            } else {
+                let kubeconfig = settings.kubeconfig();
+                run_command(
+                    &kind(&["delete", "cluster", "--name", name, "--kubeconfig", kubeconfig.as_str()]),
+                    &log,
+                    &never,
+                )?;
+                let _ = std::fs::remove_file(&kubeconfig);
+                done.push(format!("deleted kind cluster {name}"));
+            }
+        }
+        Target::Existing { .. } => {
+            let ns = &settings.namespace;
+            let client = executor.client().await?;
+            if failed {
+                let dir = settings.run_dir.join("diagnostics");
+                match kube::save_diagnostics(client, ns, &dir).await {
+                    Ok(()) => done.push(format!("diagnostics saved in {dir}")),
+                    Err(err) => done.push(format!("could not save diagnostics: {err:#}")),
+                }
+            }
+            if keep {
+                done.push(format!("kept namespace {ns}"));
+            } else {
+                kube::delete_namespace(client, ns, NAMESPACE_DELETE_TIMEOUT).await?;
+                done.push(format!("deleted namespace {ns}"));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// A Kind config whose port mappings come from the port table.
+fn kind_config(name: &str, exposed: &[Exposed]) -> String {
+    let mut out =
+        format!("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nname: {name}\nnodes:\n- role: control-plane\n");
+    if !exposed.is_empty() {
+        out.push_str("  extraPortMappings:\n");
+        for e in exposed {
+            out.push_str(&format!(
+                "  - containerPort: {}\n    hostPort: {}\n    listenAddress: 127.0.0.1\n    protocol: TCP\n",
+                e.node_port, e.host_port
+            ));
+        }
+    }
+    out
+}
+
+/// The workspace root, from which every relative path in a plan is read.
+fn project_root() -> &'static Utf8Path {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root")
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)
+}
+
+fn detect_engine() -> Option<Engine> {
+    [Engine::Docker, Engine::Podman].into_iter().find(|e| which::which(e.program()).is_ok())
+}
+
+/// `YYYYMMDD-HHMMSS-xxxxxx`: sortable, and unique across concurrent runs.
+fn run_id() -> String {
+    let now = jiff::Zoned::now();
+    let noise = (now.timestamp().subsec_nanosecond() as u32) ^ std::process::id().rotate_left(16);
+    format!("{}-{:06x}", now.strftime("%Y%m%d-%H%M%S"), noise & 0xff_ffff)
+}
+
+/// Kind names become container and host names: lowercase letters, digits and dashes.
+fn check_cluster_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if !valid {
+        bail!("invalid --cluster-name `{name}`: use at most 40 lowercase letters, digits and dashes");
+    }
+    Ok(())
+}
