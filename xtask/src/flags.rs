@@ -17,7 +17,27 @@ pub struct Xtask {
 #[derive(Debug, Subcommand)]
 pub enum XtaskCmd {
     E2e(E2e),
+    Test(Test),
+    Codegen(Codegen),
 }
+
+/// Run every test as CI does (root on Debian: installs and starts what it needs).
+///
+/// Lints, then each crate's tests with PostgreSQL, Redis and the local Kubernetes started for
+/// them, then each service's E2E run on the local cluster.
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Skip the E2E runs on the local cluster.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Leave PostgreSQL, Redis and the local cluster running afterwards.
+    #[arg(long)]
+    pub keep_up: bool,
+}
+
+/// Regenerate checked-in files (the CRD manifests) from their sources.
+#[derive(Debug, Args)]
+pub struct Codegen {}
 
 /// Bring up a service's end-to-end environment, run its specs, report the timings, tear down.
 #[derive(Debug, Args)]

@@ -2,10 +2,12 @@
 //!
 //! `main` only parses flags and dispatches; each subcommand is a module with a `run`.
 
+mod codegen;
 mod e2e;
 mod envs;
 mod flags;
 mod phases;
+mod test;
 
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ fn main() -> ExitCode {
     };
     let result = match flags.subcommand {
         flags::XtaskCmd::E2e(cmd) => cmd.run(),
+        flags::XtaskCmd::Test(cmd) => cmd.run(),
+        flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -27,6 +31,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace root, from which every relative path is read.
+pub fn project_root() -> &'static camino::Utf8Path {
+    camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root")
 }
 
 /// Help and version go to stdout with exit 0; a usage error is one line on stderr and exit 2.
@@ -43,7 +52,11 @@ fn usage_error(err: clap::Error) -> ExitCode {
         };
     }
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_owned();
+    if first.ends_with(':') {
+        first = format!("{first} {}", lines.next().unwrap_or_default());
+    }
     let services = envs::Service::names().join(", ");
     eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
     ExitCode::from(2)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::envs::{Delivery, Exposed, Settings, Target};
@@ -28,7 +28,7 @@ const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
 
 impl flags::E2e {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        std::env::set_current_dir(project_root())?;
+        std::env::set_current_dir(crate::project_root())?;
         let service = self.service.name();
         let run_id = run_id();
         let suffix = &run_id[run_id.len() - 6..];
@@ -242,10 +242,6 @@ fn kind_config(name: &str, exposed: &[Exposed]) -> String {
     out
 }
 
-/// The workspace root, from which every relative path in a plan is read.
-fn project_root() -> &'static Utf8Path {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root")
-}
 
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)

@@ -1,0 +1,118 @@
+//! `cargo xtask test`: the whole test suite on this machine, as CI runs it: lints, every
+//! crate's tests (those needing PostgreSQL, Redis or the local Kubernetes included), then each
+//! service's E2E environment and specs on the local cluster.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use xshell::{Shell, cmd};
+
+use crate::flags;
+use crate::phases::progress::human;
+
+/// The services whose environments CI brings up on the local cluster.
+const E2E_SERVICES: [&str; 5] = ["datastorage", "gateway", "signalprocessing", "remediationorchestrator", "workflowexecution"];
+
+impl flags::Test {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let sh = Shell::new()?;
+        sh.change_dir(crate::project_root());
+        let mut steps: Vec<(String, anyhow::Result<()>, std::time::Duration)> = Vec::new();
+        let mut step = |name: &str, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+            eprintln!("\n==> {name}");
+            let started = Instant::now();
+            let result = f();
+            if let Err(err) = &result {
+                eprintln!("==> {name} failed: {err:#}");
+            }
+            steps.push((name.to_owned(), result, started.elapsed()));
+        };
+
+        step("cargo fmt --check", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
+        step("cargo clippy", &mut || {
+            Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?)
+        });
+
+        let services = Infra::up(&sh, "test/local-services.sh", self.keep_up)?;
+        step("cargo test (with PostgreSQL, Redis and the local cluster)", &mut || {
+            Ok(cmd!(sh, "cargo test --workspace --locked -- --include-ignored").envs(services.env.clone()).run()?)
+        });
+
+        if !self.no_e2e {
+            let cluster = Infra::up(&sh, "test/local-cluster/cluster.sh", self.keep_up)?;
+            let kubeconfig = cluster.var("REMEDY_KUBECONFIG")?;
+            let xtask = std::env::current_exe()?;
+            for service in E2E_SERVICES {
+                step(&format!("e2e {service} on the local cluster"), &mut || {
+                    let args = ["--cluster", "existing", "--kubeconfig", &kubeconfig, "--image-delivery", "none"];
+                    Ok(cmd!(sh, "{xtask} e2e {service} {args...}").envs(cluster.env.clone()).run()?)
+                });
+            }
+        }
+
+        eprintln!("\ntest steps:");
+        let failed = steps.iter().filter(|(_, r, _)| r.is_err()).count();
+        for (name, result, took) in &steps {
+            eprintln!("  {:<6} {name} ({})", if result.is_ok() { "ok" } else { "FAILED" }, human(*took));
+        }
+        println!("{} passed, {failed} failed", steps.len() - failed);
+        Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    }
+}
+
+/// A test dependency started by one of the scripts under test/ (`up`, `env`, `down`), stopped
+/// again when dropped unless asked to keep it.
+struct Infra<'a> {
+    sh: &'a Shell,
+    script: &'static str,
+    keep: bool,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> Infra<'a> {
+    fn up(sh: &'a Shell, script: &'static str, keep: bool) -> anyhow::Result<Infra<'a>> {
+        eprintln!("\n==> {script} up");
+        cmd!(sh, "bash {script} up").run().with_context(|| format!("`{script} up` failed"))?;
+        let exports = cmd!(sh, "bash {script} env").read()?;
+        Ok(Infra { sh, script, keep, env: parse_exports(&exports) })
+    }
+
+    fn var(&self, name: &str) -> anyhow::Result<String> {
+        let found = self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        found.with_context(|| format!("`{} env` did not set {name}", self.script))
+    }
+}
+
+impl Drop for Infra<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept running: {} (stop it with `{} down`)", self.script, self.script);
+            return;
+        }
+        let script = self.script;
+        if cmd!(self.sh, "bash {script} down").run().is_err() {
+            eprintln!("warning: `{script} down` failed");
+        }
+    }
+}
+
+/// `export NAME=value` lines, as the scripts print them.
+fn parse_exports(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export "))
+        .filter_map(|rest| rest.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(['"', '\'']).to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_export_lines() {
+        let env = super::parse_exports("export A=1\n# comment\nexport B='two words'\nexport C=\"x\"\n");
+        let expected: Vec<(String, String)> =
+            [("A", "1"), ("B", "two words"), ("C", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(env, expected);
+    }
+}
