@@ -103,9 +103,7 @@ impl AuditEvent {
                 return Err(InvalidEvent::TooLong(name));
             }
         }
-        self.event_timestamp
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| InvalidEvent::Timestamp(e.to_string()))?;
+        self.event_timestamp.parse::<jiff::Timestamp>().map_err(|e| InvalidEvent::Timestamp(e.to_string()))?;
         if !(self.data.is_object() || self.data.is_null()) {
             return Err(InvalidEvent::Data);
         }

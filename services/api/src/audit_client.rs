@@ -2,9 +2,31 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-
 use crate::audit::AuditEvent;
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Datastorage answered that the event itself is unacceptable (a 4xx other than 408
+    /// and 429); sending it again will not help.
+    #[error("datastorage rejected the event ({status}): {body}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Response body.
+        body: String,
+    },
+    /// Datastorage is unreachable or failing; retry later.
+    #[error("datastorage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SendError {
+    /// Whether a later retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
 
 /// Sends audit events to datastorage (`POST {base}/api/v1/audit/events`).
 #[derive(Clone, Debug)]
@@ -20,19 +42,21 @@ impl AuditClient {
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
             .build()
-            .context("building HTTP client")?;
+            .map_err(|e| anyhow::anyhow!("building HTTP client: {e}"))?;
         let endpoint = format!("{}/api/v1/audit/events", base_url.trim_end_matches('/'));
         Ok(Self { http, endpoint })
     }
 
     /// Delivers one event; succeeds only on a 2xx answer. Repeats of an event id are
     /// answered with success by datastorage, so retrying is safe.
-    pub async fn send(&self, event: &AuditEvent) -> anyhow::Result<()> {
-        self.send_raw(serde_json::to_vec(event)?).await
+    pub async fn send(&self, event: &AuditEvent) -> Result<(), SendError> {
+        let body = serde_json::to_vec(event)
+            .map_err(|e| SendError::Rejected { status: 0, body: format!("serializing event: {e}") })?;
+        self.send_raw(body).await
     }
 
     /// Delivers one already-serialized event (as stored in the gateway's outbox).
-    pub async fn send_raw(&self, body: Vec<u8>) -> anyhow::Result<()> {
+    pub async fn send_raw(&self, body: Vec<u8>) -> Result<(), SendError> {
         let resp = self
             .http
             .post(&self.endpoint)
@@ -40,12 +64,17 @@ impl AuditClient {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("POST {}", self.endpoint))?;
+            .map_err(|e| SendError::Unavailable(format!("POST {}: {e}", self.endpoint)))?;
         let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            bail!("POST {} answered {status}: {text}", self.endpoint);
+        if status.is_success() {
+            return Ok(());
         }
-        Ok(())
+        let body = resp.text().await.unwrap_or_default();
+        let code = status.as_u16();
+        if status.is_client_error() && code != 408 && code != 429 {
+            Err(SendError::Rejected { status: code, body })
+        } else {
+            Err(SendError::Unavailable(format!("POST {} answered {status}: {body}", self.endpoint)))
+        }
     }
 }

@@ -7,9 +7,5 @@ use crate::{RemediationRequest, SignalProcessing, WorkflowExecution};
 
 /// Every Remedy CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
-        RemediationRequest::crd(),
-        SignalProcessing::crd(),
-        WorkflowExecution::crd(),
-    ]
+    vec![RemediationRequest::crd(), SignalProcessing::crd(), WorkflowExecution::crd()]
 }

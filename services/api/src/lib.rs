@@ -15,12 +15,10 @@ pub mod audit_client;
 pub mod runtime;
 
 pub use remediation::{
-    RemediationPhase, RemediationRequest, RemediationRequestSpec, RemediationRequestStatus,
-    TargetResource, WorkflowTemplate,
+    RemediationPhase, RemediationRequest, RemediationRequestSpec, RemediationRequestStatus, TargetResource,
+    WorkflowTemplate,
 };
-pub use signalprocessing::{
-    SignalProcessing, SignalProcessingPhase, SignalProcessingSpec, SignalProcessingStatus,
-};
+pub use signalprocessing::{SignalProcessing, SignalProcessingPhase, SignalProcessingSpec, SignalProcessingStatus};
 pub use workflowexecution::{
     WorkflowExecution, WorkflowExecutionPhase, WorkflowExecutionSpec, WorkflowExecutionStatus,
 };

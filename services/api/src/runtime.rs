@@ -9,10 +9,7 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).init();
 }
 
 /// The value of environment variable `name`, or `default` when unset.
@@ -27,9 +24,7 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("environment variable {name}={v:?}: {e}")),
+        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("environment variable {name}={v:?}: {e}")),
         Err(_) => Ok(default),
     }
 }
@@ -40,16 +35,12 @@ pub fn listen_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// A readiness check: `Ok` when ready, otherwise the reason.
-pub type ReadyCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// Routes `/healthz` (always 200 while the process serves) and `/readyz` (200 when `ready`
 /// passes, otherwise 503 with the reason).
 pub fn health_router(ready: ReadyCheck) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(ready)
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(ready)
 }
 
 async fn readyz(State(ready): State<ReadyCheck>) -> (StatusCode, String) {
@@ -64,25 +55,16 @@ pub fn apiserver_ready(client: kube::Client) -> ReadyCheck {
     Arc::new(move || {
         let client = client.clone();
         Box::pin(async move {
-            client
-                .apiserver_version()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("API server unreachable: {e}"))
+            client.apiserver_version().await.map(|_| ()).map_err(|e| format!("API server unreachable: {e}"))
         })
     })
 }
 
 /// Serves `router` on `addr` until SIGTERM or Ctrl-C.
 pub async fn serve(addr: SocketAddr, router: Router) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

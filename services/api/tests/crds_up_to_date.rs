@@ -4,9 +4,7 @@ use std::path::Path;
 
 #[test]
 fn checked_in_crds_are_up_to_date() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(remedy_api::crdgen::CRD_DIR);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(remedy_api::crdgen::CRD_DIR);
     let mut stale = Vec::new();
     for (name, want) in remedy_api::crdgen::render().expect("render CRDs") {
         let path = dir.join(&name);
@@ -34,23 +32,11 @@ fn crds_are_v1_structural_and_namespaced_with_status() {
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
         assert!(v.served && v.storage);
-        assert!(
-            v.subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some(),
-            "{name} status"
-        );
+        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name} status");
         let schema = serde_json::to_value(&v.schema).unwrap();
         let text = schema.to_string();
         // Features a Kubernetes 1.20 API server does not know, or that make a schema non-structural.
-        for banned in [
-            "x-kubernetes-validations",
-            "\"$ref\"",
-            "\"anyOf\"",
-            "\"oneOf\"",
-            "\"allOf\"",
-        ] {
+        for banned in ["x-kubernetes-validations", "\"$ref\"", "\"anyOf\"", "\"oneOf\"", "\"allOf\""] {
             assert!(!text.contains(banned), "{name} schema contains {banned}");
         }
         assert_eq!(schema["openAPIV3Schema"]["type"], "object");

@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 
 fn main() -> std::process::ExitCode {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(remedy_api::crdgen::CRD_DIR));
+    let dir =
+        std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(remedy_api::crdgen::CRD_DIR));
     match remedy_api::crdgen::write_all(&dir) {
         Ok(paths) => {
             for path in paths {

@@ -1,0 +1,9 @@
+//! Remedy gateway: turns Alertmanager webhooks into RemediationRequests, deduplicating in
+//! Redis and auditing through a Redis outbox forwarded to datastorage.
+
+pub mod alert;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod redis_store;
+pub mod store;

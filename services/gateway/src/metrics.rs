@@ -1,0 +1,79 @@
+//! Prometheus metrics served on `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Label set of `gateway_signals`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `created`, `duplicate`, `ignored`, `rejected` or `error`.
+    pub outcome: &'static str,
+}
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Alerts handled, by outcome.
+    pub signals: Family<OutcomeLabel, Counter>,
+    /// Audit events delivered to datastorage.
+    pub audit_delivered: Counter,
+    /// Failed delivery attempts (retried later).
+    pub audit_delivery_failures: Counter,
+    /// Events datastorage rejected, moved to the dead-letter list.
+    pub audit_dead_lettered: Counter,
+    /// Outbox length seen by the forwarder.
+    pub audit_outbox_length: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let signals = Family::<OutcomeLabel, Counter>::default();
+        let audit_delivered = Counter::default();
+        let audit_delivery_failures = Counter::default();
+        let audit_dead_lettered = Counter::default();
+        let audit_outbox_length = Gauge::default();
+        registry.register("signals", "Alerts handled, by outcome", signals.clone());
+        registry.register("audit_delivered", "Audit events delivered to datastorage", audit_delivered.clone());
+        registry.register(
+            "audit_delivery_failures",
+            "Failed audit delivery attempts (retried)",
+            audit_delivery_failures.clone(),
+        );
+        registry.register(
+            "audit_dead_lettered",
+            "Audit events datastorage rejected as invalid",
+            audit_dead_lettered.clone(),
+        );
+        registry.register("audit_outbox_length", "Entries waiting in the audit outbox", audit_outbox_length.clone());
+        Self {
+            registry: Arc::new(registry),
+            signals,
+            audit_delivered,
+            audit_delivery_failures,
+            audit_dead_lettered,
+            audit_outbox_length,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one alert with `outcome`.
+    pub fn signal(&self, outcome: &'static str) {
+        self.signals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
