@@ -89,3 +89,43 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Error of a reconcile pass; the controller logs it and requeues.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ReconcileError(pub anyhow::Error);
+
+impl From<anyhow::Error> for ReconcileError {
+    fn from(e: anyhow::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl From<kube::Error> for ReconcileError {
+    fn from(e: kube::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+/// Seconds before a failed reconcile is retried.
+pub const RETRY_SECONDS: u64 = 5;
+
+/// Error policy shared by the controllers: log and retry after [`RETRY_SECONDS`].
+pub fn retry_after_error<K: kube::Resource, C>(
+    obj: std::sync::Arc<K>,
+    err: &ReconcileError,
+    _ctx: std::sync::Arc<C>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(
+        name = obj.meta().name.as_deref().unwrap_or_default(),
+        namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+        error = %err,
+        "reconcile failed; retrying"
+    );
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(RETRY_SECONDS))
+}
+
+/// Whether a Kubernetes error is an HTTP `code` answer from the API server.
+pub fn is_api_code(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}

@@ -1,0 +1,41 @@
+//! The signalprocessing controller. Configuration from the environment: `LISTEN_ADDR`
+//! (0.0.0.0:8080, health endpoints) and `DATASTORAGE_URL` (http://datastorage:8080).
+
+mod classify;
+mod reconcile;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use kube::{
+    Api,
+    runtime::{Controller, watcher},
+};
+use remedy_api::{
+    SignalProcessing,
+    audit_client::AuditClient,
+    runtime::{self, apiserver_ready, env_or, health_router, retry_after_error},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let addr = runtime::listen_addr()?;
+    let client = kube::Client::try_default().await.context("Kubernetes client")?;
+    let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
+    tokio::spawn(runtime::serve(addr, health_router(apiserver_ready(client.clone()))));
+
+    let ctx = Arc::new(reconcile::Context { client: client.clone(), audit });
+    tracing::info!("starting signalprocessing controller");
+    Controller::new(Api::<SignalProcessing>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, retry_after_error, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
