@@ -97,6 +97,14 @@ pub struct E2e {
     #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
     pub image_delivery: ImageDelivery,
 
+    /// Directory of the manifests to deploy.
+    #[arg(long, value_name = "DIR", default_value = "test/manifests")]
+    pub manifests: Utf8PathBuf,
+
+    /// How long one rollout or Job may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    pub wait_timeout: u64,
+
     /// Where the report, timeline and logs go [default: target/e2e/<service>/<run id>].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<Utf8PathBuf>,

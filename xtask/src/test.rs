@@ -35,8 +35,9 @@ impl flags::Test {
         });
 
         let services = Infra::up(&sh, "test/local-services.sh", self.keep_up)?;
-        step("cargo test (with PostgreSQL, Redis and the local cluster)", &mut || {
-            Ok(cmd!(sh, "cargo test --workspace --locked -- --include-ignored").envs(services.env.clone()).run()?)
+        step("cargo test (with PostgreSQL and Redis; the cluster smoke test brings up its own)", &mut || {
+            let args = ["--include-ignored", "--skip", "on_local_cluster"];
+            Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}").envs(services.env.clone()).run()?)
         });
 
         if !self.no_e2e {
@@ -49,6 +50,13 @@ impl flags::Test {
                     Ok(cmd!(sh, "{xtask} e2e {service} {args...}").envs(cluster.env.clone()).run()?)
                 });
             }
+            step("xtask on the local cluster: Kind through a shim, podman, failures", &mut || {
+                ensure_podman(&sh)?;
+                let args = ["--include-ignored", "--test-threads", "1"];
+                Ok(cmd!(sh, "cargo test --locked --package xtask --test on_local_cluster -- {args...}")
+                    .envs(cluster.env.clone())
+                    .run()?)
+            });
         }
 
         eprintln!("\ntest steps:");
@@ -59,6 +67,16 @@ impl flags::Test {
         println!("{} passed, {failed} failed", steps.len() - failed);
         Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
+}
+
+/// Debian's podman and runc, for the podman tests (the local cluster brings docker.io).
+fn ensure_podman(sh: &Shell) -> anyhow::Result<()> {
+    if which::which("podman").is_ok() && which::which("runc").is_ok() {
+        return Ok(());
+    }
+    let install = cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive");
+    install.run().context("podman not installed and apt-get failed: install podman and runc")?;
+    Ok(())
 }
 
 /// A test dependency started by one of the scripts under test/ (`up`, `env`, `down`), stopped

@@ -228,6 +228,8 @@ mod tests {
             delivery: Delivery::None,
             namespace: "remedy-ns".into(),
             base_image: "debian:bookworm-slim".into(),
+            manifests: "test/manifests".into(),
+            wait_timeout: Duration::from_secs(1),
         };
         RealExecutor::new(settings, &[("IMAGE_POSTGRES", "postgres:16".into())]).unwrap()
     }

@@ -70,6 +70,8 @@ impl flags::E2e {
             delivery,
             namespace: format!("remedy-{service}-{suffix}"),
             base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
+            manifests: crate::project_root().join(&self.manifests),
+            wait_timeout: Duration::from_secs(self.wait_timeout),
         };
         let plan = self.service.plan(&settings)?;
         let jobs = self.jobs.map_or_else(default_jobs, usize::from);

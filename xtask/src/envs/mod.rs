@@ -83,6 +83,10 @@ pub struct Settings {
     pub delivery: Delivery,
     pub namespace: String,
     pub base_image: String,
+    /// Where the manifests are read from.
+    pub manifests: Utf8PathBuf,
+    /// How long a rollout or a Job may take.
+    pub wait_timeout: Duration,
 }
 
 impl Settings {
@@ -244,7 +248,7 @@ impl Env<'_> {
         let mut task =
             Task::new(ids::CRDS, Phase::Cluster, Kind::Api).after(&[ids::CLUSTER]).stage(stage::CLUSTER).estimate(3);
         for crd in CRDS {
-            task = task.kube(KubeOp::Apply { manifest: format!("test/manifests/crds/{crd}.yaml").into() });
+            task = task.kube(KubeOp::Apply { manifest: self.settings.manifests.join(format!("crds/{crd}.yaml")) });
         }
         self.add(task.kube(KubeOp::CrdsEstablished { names: CRDS.iter().map(|c| c.to_string()).collect() }));
     }
@@ -319,8 +323,8 @@ impl Env<'_> {
             .after(deps)
             .stage(stage)
             .estimate(estimate)
-            .kube(KubeOp::Apply { manifest: format!("test/manifests/{id}.yaml").into() })
-            .kube(KubeOp::Rollout { deployment: id.to_owned(), timeout: Duration::from_secs(180) });
+            .kube(KubeOp::Apply { manifest: self.settings.manifests.join(format!("{id}.yaml")) })
+            .kube(KubeOp::Rollout { deployment: id.to_owned(), timeout: self.settings.wait_timeout });
         let kind = matches!(self.settings.target, Target::Kind { .. });
         for e in self.exposed.iter().filter(|e| e.service == id) {
             task = task.kube(KubeOp::Expose {
@@ -351,8 +355,8 @@ impl Env<'_> {
                 .after(&[ids::POSTGRESQL, &image])
                 .stage(stage::DATASTORAGE)
                 .estimate(8)
-                .kube(KubeOp::Apply { manifest: "test/manifests/datastorage-migrate.yaml".into() })
-                .kube(KubeOp::JobComplete { job: "datastorage-migrate".into(), timeout: Duration::from_secs(180) }),
+                .kube(KubeOp::Apply { manifest: self.settings.manifests.join("datastorage-migrate.yaml") })
+                .kube(KubeOp::JobComplete { job: "datastorage-migrate".into(), timeout: self.settings.wait_timeout }),
         );
         self.deployment("datastorage", Phase::Services, stage::DATASTORAGE, &[ids::MIGRATIONS, &image], 10);
     }
@@ -405,6 +409,8 @@ mod tests {
             delivery,
             namespace: "remedy-r1".into(),
             base_image: "debian:bookworm-slim".into(),
+            manifests: "test/manifests".into(),
+            wait_timeout: Duration::from_secs(180),
         }
     }
 

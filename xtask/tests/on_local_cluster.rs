@@ -1,0 +1,407 @@
+//! `cargo xtask e2e` end to end on the local real cluster (test/local-cluster): the Kind path
+//! through a recording shim, podman, and the failure modes. Each run must end with the cause
+//! named, diagnostics saved, and no namespace or process left behind.
+//!
+//! Needs the local cluster running and its `env` exported (`cargo xtask test` does both).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One run at a time: they share the cluster, the host ports and cargo's build lock.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn kubeconfig() -> String {
+    std::env::var("REMEDY_KUBECONFIG").expect("REMEDY_KUBECONFIG is not set: start the local cluster and run `cargo xtask test`")
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+    report: Value,
+    dir: PathBuf,
+}
+
+impl Run {
+    fn task(&self, id: &str) -> &Value {
+        self.report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id}"))
+    }
+
+    fn namespace(&self, service: &str) -> String {
+        let run_id = self.report["run_id"].as_str().unwrap();
+        format!("remedy-{service}-{}", &run_id[run_id.len() - 6..])
+    }
+}
+
+fn command(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).arg("--report-dir").arg(dir).current_dir(root()).env("CI", "true").stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn finish(output: std::process::Output, dir: &Path) -> Run {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = std::fs::read_to_string(dir.join("report.json")).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(Value::Null);
+    Run { code: output.status.code(), stderr, report, dir: dir.to_owned() }
+}
+
+fn xtask(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Run {
+    let output = command(args, dir, envs).output().unwrap();
+    finish(output, dir)
+}
+
+/// The environment variables the local cluster exports (image names).
+fn cluster_images() -> Vec<(&'static str, String)> {
+    ["REMEDY_IMAGE_BASE", "REMEDY_IMAGE_POSTGRES", "REMEDY_IMAGE_REDIS"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
+        .collect()
+}
+
+fn existing(_: &Path) -> Vec<String> {
+    vec!["--cluster".into(), "existing".into(), "--kubeconfig".into(), kubeconfig(), "--image-delivery".into(), "none".into()]
+}
+
+fn namespace_exists(ns: &str) -> bool {
+    let out = Command::new("kubectl").args(["--kubeconfig", &kubeconfig(), "get", "namespace", ns, "-o", "name"]).output().unwrap();
+    out.status.success()
+}
+
+/// Processes whose command line or environment mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z") {
+            continue;
+        }
+        for file in ["cmdline", "environ"] {
+            let bytes = std::fs::read(entry.path().join(file)).unwrap_or_default();
+            if String::from_utf8_lossy(&bytes).contains(needle) {
+                let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+                found.push(format!("{pid}: {cmdline}"));
+                break;
+            }
+        }
+    }
+    found
+}
+
+fn assert_clean(run: &Run, service: &str) {
+    let ns = run.namespace(service);
+    assert!(!namespace_exists(&ns), "namespace {ns} left behind");
+    let left = processes_mentioning(run.dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+fn assert_failed_with(run: &Run, task: &str, cause: &str) {
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.report["outcome"], "failed", "{}", run.stderr);
+    let t = run.task(task);
+    assert_eq!(t["status"], "failed", "{task}: {t}");
+    let error = t["error"].as_str().unwrap_or_default();
+    assert!(error.contains(cause), "{task} failed with {error:?}, expected {cause:?}");
+    assert!(run.stderr.contains(cause), "the terminal does not name the cause: {}", run.stderr);
+}
+
+/// Copies test/manifests to `dir` and lets `edit` change one file's documents.
+fn manifests_with(dir: &Path, file: &str, edit: impl FnOnce(&mut Vec<Value>)) -> PathBuf {
+    let target = dir.join("manifests");
+    copy_dir(&root().join("test/manifests"), &target);
+    let path = target.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    edit(&mut docs);
+    let out: Vec<String> = docs.iter().map(|d| serde_json::to_string_pretty(d).unwrap()).collect();
+    // JSON is YAML: one document per `---`.
+    std::fs::write(&path, out.join("\n---\n")).unwrap();
+    target
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The first container of the workload named `name` (a Deployment or a Job).
+fn container<'a>(docs: &'a mut [Value], name: &str) -> &'a mut Value {
+    let doc = docs
+        .iter_mut()
+        .find(|d| matches!(d["kind"].as_str(), Some("Deployment" | "Job")) && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no workload {name}"));
+    &mut doc["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_failing_image_build_stops_the_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("build");
+    let mut args = vec!["e2e", "datastorage"];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let mut envs = cluster_images();
+    envs.retain(|(k, _)| *k != "REMEDY_IMAGE_BASE");
+    envs.push(("REMEDY_IMAGE_BASE", "remedy.invalid/no-such-base:0".into()));
+    let run = xtask(&args, &scratch.0, &envs);
+    assert_failed_with(&run, "build-image-datastorage", "docker build");
+    assert_eq!(run.task("datastorage")["status"], "not_started");
+    assert!(run.stderr.contains("failed 1 of"), "{}", run.stderr);
+    assert!(run.dir.join("diagnostics").is_dir(), "no diagnostics saved");
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_crash_looping_service_fails_fast_with_its_logs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("crash");
+    let manifests = manifests_with(&scratch.0, "datastorage.yaml", |docs| {
+        let c = container(docs, "datastorage");
+        c["command"] = serde_json::json!(["sh", "-c", "echo crashing on purpose; exit 3"]);
+        c["args"] = Value::Null;
+    });
+    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let started = Instant::now();
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_failed_with(&run, "datastorage", "CrashLoopBackOff");
+    assert!(run.task("datastorage")["error"].as_str().unwrap().contains("crashing on purpose"), "no log lines in the error");
+    assert!(started.elapsed() < Duration::from_secs(170), "waited for the timeout instead of failing fast");
+    assert!(run.dir.join("diagnostics/events.txt").is_file());
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_failing_migration_fails_its_task() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("migrate");
+    let manifests = manifests_with(&scratch.0, "datastorage-migrate.yaml", |docs| {
+        let c = container(docs, "datastorage-migrate");
+        c["command"] = serde_json::json!(["sh", "-c", "echo migration broken on purpose; exit 1"]);
+        c["args"] = Value::Null;
+    });
+    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_failed_with(&run, "migrations", "job/datastorage-migrate");
+    assert_eq!(run.task("datastorage")["status"], "not_started");
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_rollout_that_never_gets_ready_times_out() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("timeout");
+    let manifests = manifests_with(&scratch.0, "datastorage.yaml", |docs| {
+        let c = container(docs, "datastorage");
+        c["readinessProbe"] = serde_json::json!({"exec": {"command": ["false"]}, "periodSeconds": 2});
+    });
+    let mut args = vec!["e2e", "datastorage", "--wait-timeout", "20", "--manifests", manifests.to_str().unwrap()];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_failed_with(&run, "datastorage", "not ready after 20s");
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_malformed_manifest_is_named() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("malformed");
+    let manifests = scratch.0.join("manifests");
+    copy_dir(&root().join("test/manifests"), &manifests);
+    std::fs::write(manifests.join("postgresql.yaml"), "apiVersion: v1\nkind: [unclosed\n").unwrap();
+    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_failed_with(&run, "postgresql", "malformed manifest");
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_sigint_during_deploy_cancels_and_cleans_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("sigint");
+    let mut args = vec!["e2e", "datastorage"];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let child = command(&args, &scratch.0, &cluster_images()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The deploy phase has begun once PostgreSQL's task writes its log.
+    let log = scratch.0.join("logs/postgresql.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "the deploy phase never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::INT).unwrap();
+    let interrupted = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let run = finish(output, &scratch.0);
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    assert_eq!(run.report["outcome"], "interrupted");
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(interrupted.elapsed() < Duration::from_secs(150), "teardown took {:?}", interrupted.elapsed());
+    assert!(run.dir.join("diagnostics").is_dir());
+    assert_clean(&run, "datastorage");
+}
+
+/// Puts the kind shim first on PATH and a throwaway HOME with a sentinel kubeconfig.
+struct Shim {
+    scratch: Scratch,
+    log: PathBuf,
+    home: PathBuf,
+    sentinel: String,
+}
+
+impl Shim {
+    fn new(name: &str) -> Shim {
+        let scratch = Scratch::new(name);
+        let log = scratch.0.join("kind-calls.log");
+        let home = scratch.0.join("home");
+        std::fs::create_dir_all(home.join(".kube")).unwrap();
+        let sentinel = format!("# the user's own kubeconfig, {name}\n");
+        std::fs::write(home.join(".kube/config"), &sentinel).unwrap();
+        Shim { scratch, log, home, sentinel }
+    }
+
+    fn envs(&self) -> Vec<(&'static str, String)> {
+        let path = format!("{}:{}", root().join("test/kind-shim").display(), std::env::var("PATH").unwrap());
+        let mut envs = cluster_images();
+        envs.extend([
+            ("PATH", path),
+            ("HOME", self.home.to_str().unwrap().to_owned()),
+            ("KIND_SHIM_LOG", self.log.to_str().unwrap().to_owned()),
+            ("KIND_SHIM_KUBECONFIG", kubeconfig()),
+        ]);
+        envs
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    fn assert_kubeconfig_untouched(&self) {
+        assert_eq!(std::fs::read_to_string(self.home.join(".kube/config")).unwrap(), self.sentinel);
+        assert_eq!(std::fs::read_dir(self.home.join(".kube")).unwrap().count(), 1, "files added under ~/.kube");
+    }
+}
+
+fn kind_run_expectations(shim: &Shim, run: &Run, provider: &str) {
+    let dir = run.dir.to_str().unwrap();
+    let run_id = run.report["run_id"].as_str().unwrap();
+    let name = format!("remedy-datastorage-{}", &run_id[run_id.len() - 6..]);
+    assert_eq!(
+        shim.calls(),
+        [
+            format!("provider={provider} kind version"),
+            format!("provider={provider} kind create cluster --name {name} --config {dir}/kind-config.yaml --kubeconfig {dir}/kubeconfig --wait 5m"),
+            format!("provider={provider} kind load image-archive {dir}/images/datastorage.tar --name {name}"),
+            format!("provider={provider} kind delete cluster --name {name} --kubeconfig {dir}/kubeconfig"),
+        ]
+    );
+    shim.assert_kubeconfig_untouched();
+    assert!(!run.dir.join("kubeconfig").exists(), "the private kubeconfig outlived the cluster");
+    let config = std::fs::read_to_string(run.dir.join("kind-config.yaml")).unwrap();
+    assert!(config.contains("containerPort: 30081") && config.contains("hostPort: 18281"), "{config}");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_the_kind_path_runs_the_exact_kind_commands() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("kind");
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0, &shim.envs());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.report["outcome"], "ok");
+    kind_run_expectations(&shim, &run, "-");
+    assert!(processes_mentioning(run.dir.to_str().unwrap()).is_empty());
+}
+
+#[test]
+#[ignore = "needs the local cluster and podman: run by cargo xtask test"]
+fn on_local_cluster_podman_builds_and_saves_images_for_kind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("podman");
+    // Debian's podman here needs runc and explicit ulimits (see docs/local-cluster.md).
+    let conf = shim.scratch.0.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\n").unwrap();
+    let base = std::env::var("REMEDY_IMAGE_BASE").expect("the local cluster exports REMEDY_IMAGE_BASE");
+    let copied = Command::new("sh")
+        .args(["-c", &format!("docker save {base} | podman load")])
+        .env("CONTAINERS_CONF", &conf)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "could not copy {base} into podman's storage");
+    let mut envs = shim.envs();
+    envs.push(("CONTAINERS_CONF", conf.to_str().unwrap().to_owned()));
+    let run = xtask(&["e2e", "datastorage", "--engine", "podman"], &shim.scratch.0, &envs);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    kind_run_expectations(&shim, &run, "podman");
+    let build_log = std::fs::read_to_string(run.dir.join("logs/build-image-datastorage.log")).unwrap();
+    assert!(build_log.contains("$ podman build") || build_log.contains("nothing to do"), "{build_log}");
+    let load_log = std::fs::read_to_string(run.dir.join("logs/load-image-datastorage.log")).unwrap();
+    assert!(load_log.contains("$ podman save --format docker-archive"), "{load_log}");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_port_in_use_is_named_before_any_cluster_exists() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("port");
+    let holder = std::net::TcpListener::bind("127.0.0.1:18281").expect("port 18281 free for the test");
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0, &shim.envs());
+    drop(holder);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let line = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(line.contains("host port 18281 is in use by") && line.contains(&format!("pid {}", std::process::id())), "{}", run.stderr);
+    assert_eq!(shim.calls(), ["provider=- kind version"], "work started despite the busy port");
+    shim.assert_kubeconfig_untouched();
+}
