@@ -17,7 +17,7 @@ use crate::envs::{Delivery, Exposed, Settings, Target};
 use crate::flags::{self, ClusterMode, Engine, ImageDelivery};
 use crate::phases::progress::{self, human};
 use crate::phases::report::Report;
-use crate::phases::{self, Command, Plan, run_command};
+use crate::phases::{self, Plan, run_command};
 use executor::RealExecutor;
 
 /// How long the run's namespace gets to disappear on an existing cluster.
@@ -40,7 +40,9 @@ impl flags::E2e {
         };
         let target = match self.cluster {
             ClusterMode::Kind => {
-                let name = self.cluster_name.clone().unwrap_or_else(|| format!("remedy-{service}-{suffix}"));
+                // A reused cluster keeps a stable name, so the next run finds it.
+                let default = if self.reuse_cluster { format!("remedy-{service}") } else { format!("remedy-{service}-{suffix}") };
+                let name = self.cluster_name.clone().unwrap_or(default);
                 check_cluster_name(&name)?;
                 Target::Kind { name, reuse: self.reuse_cluster }
             }
@@ -68,7 +70,9 @@ impl flags::E2e {
             engine,
             target,
             delivery,
-            namespace: format!("remedy-{service}-{suffix}"),
+            // On a reused cluster the namespace is stable too, so an unchanged environment
+            // re-applies as a no-op.
+            namespace: if self.reuse_cluster { format!("remedy-{service}") } else { format!("remedy-{service}-{suffix}") },
             base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
             manifests: crate::project_root().join(&self.manifests),
             wait_timeout: Duration::from_secs(self.wait_timeout),
@@ -183,13 +187,9 @@ async fn teardown(
     let log = settings.run_dir.join("logs").join("teardown.log");
     match &settings.target {
         Target::Kind { name, reuse } => {
-            let kind = |args: &[&str]| {
-                let cmd = Command::new("kind", args.iter().copied());
-                if settings.engine == Engine::Podman { cmd.env("KIND_EXPERIMENTAL_PROVIDER", "podman") } else { cmd }
-            };
             if failed {
                 let dir = settings.run_dir.join("kind-logs");
-                match run_command(&kind(&["export", "logs", dir.as_str(), "--name", name]), &log, &never) {
+                match run_command(&settings.kind(&["export", "logs", dir.as_str(), "--name", name]), &log, &never) {
                     Ok(()) => done.push(format!("diagnostics saved in {dir}")),
                     Err(err) => done.push(format!("could not export kind logs: {err:#}")),
                 }
@@ -199,7 +199,7 @@ async fn teardown(
             } else {
                 let kubeconfig = settings.kubeconfig();
                 run_command(
-                    &kind(&["delete", "cluster", "--name", name, "--kubeconfig", kubeconfig.as_str()]),
+                    &settings.kind(&["delete", "cluster", "--name", name, "--kubeconfig", kubeconfig.as_str()]),
                     &log,
                     &never,
                 )?;

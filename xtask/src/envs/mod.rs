@@ -98,7 +98,7 @@ impl Settings {
     }
 
     /// `KIND_EXPERIMENTAL_PROVIDER=podman` on every kind call when the engine is podman.
-    fn kind(&self, args: &[&str]) -> Command {
+    pub fn kind(&self, args: &[&str]) -> Command {
         let cmd = Command::new("kind", args.iter().copied());
         match self.engine {
             Engine::Podman => cmd.env("KIND_EXPERIMENTAL_PROVIDER", "podman"),
@@ -213,10 +213,15 @@ impl Env<'_> {
     fn cluster(&mut self) {
         let s = self.settings;
         let task = match &s.target {
-            Target::Kind { name, .. } => {
+            Target::Kind { name, reuse } => {
                 let config = s.run_dir.join("kind-config.yaml");
                 let kubeconfig = s.kubeconfig();
-                Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process).estimate(150).run(s.kind(&[
+                let mut task = Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process).estimate(150);
+                if *reuse {
+                    // Exporting the kubeconfig succeeds only when the cluster exists.
+                    task = task.skip_if(s.kind(&["export", "kubeconfig", "--name", name, "--kubeconfig", kubeconfig.as_str()]));
+                }
+                task.run(s.kind(&[
                     "create",
                     "cluster",
                     "--name",
