@@ -86,6 +86,12 @@ source_version() {
 }
 
 BIN=""
+# Serialises builds into the same cache (fd 8, closed for daemons).
+lock_cache() {
+    mkdir -p "$K8S_CACHE"
+    exec 8>"$K8S_CACHE/.build.lock"
+    flock -w 1800 8 || fail "another build holds $K8S_CACHE/.build.lock"
+}
 resolve_bin() {
     local v; v="$(source_version)"
     K8S_VERSION="$v"
@@ -95,6 +101,8 @@ resolve_bin() {
 # Builds the five binaries and the pause binary once per source version into $BIN.
 build() {
     resolve_bin
+    if [ -f "$BIN/.complete" ]; then log "binaries cached in $BIN"; return 0; fi
+    lock_cache
     if [ -f "$BIN/.complete" ]; then log "binaries cached in $BIN"; return 0; fi
     ensure_packages $APT_PACKAGES_BUILD
     local work="$K8S_CACHE/$K8S_VERSION/work"
@@ -144,7 +152,7 @@ build() {
     mkdir -p "$trash"
     mv "$work" "$trash/work"
     [ ! -d "$K8S_CACHE/gocache" ] || mv "$K8S_CACHE/gocache" "$trash/gocache"
-    setsid nice -n 10 rm -rf "$trash" </dev/null >/dev/null 2>&1 9>&- &
+    setsid nice -n 10 rm -rf "$trash" </dev/null >/dev/null 2>&1 8>&- 9>&- &
     log "built in $((SECONDS - t0)) s into $BIN"
 }
 
@@ -171,7 +179,7 @@ running() { alive "$(pid_of "$1")"; }
 # start_proc <name> <cmd...>: own session and process group (pgid == pid), logs in $STATE/logs.
 start_proc() {
     local name="$1"; shift
-    setsid "$@" </dev/null >"$STATE/logs/$name.log" 2>&1 9>&- &
+    setsid "$@" </dev/null >"$STATE/logs/$name.log" 2>&1 8>&- 9>&- &
     echo $! >"$STATE/pids/$name.pid"
 }
 
@@ -511,6 +519,10 @@ down_inner() {
     local m
     for m in $(state_mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"; done
     restore_sysctls
+    if [ -f "$STATE/pids/dockerd.pid" ]; then
+        # Container log links the kubelet would have garbage-collected; all ours (dockerd was ours).
+        rm -rf /var/log/pods/* /var/log/containers/* 2>/dev/null || true
+    fi
     rm -f "$STATE"/pids/*.pid
     log "down in $((SECONDS - t0)) s"
 }
@@ -540,12 +552,13 @@ status() {
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-        up|down|build)
+        up|down)
             need_root
             mkdir -p "$(dirname "$STATE")"
             exec 9>"$STATE.lock"
-            flock -w 600 9 || fail "another cluster.sh holds $STATE.lock"
+            flock -w 900 9 || fail "another cluster.sh up/down holds $STATE.lock"
             "$cmd" ;;
+        build) need_root; build ;;
         status) status ;;
         env) write_env ;;
         *) echo "usage: $0 up|down|status|env|build" >&2; exit 2 ;;

@@ -254,6 +254,54 @@ async fn local_cluster_smoke() -> Result<()> {
         }
     })).await?;
 
+    // The offline PostgreSQL and Redis images, used the way E2E manifests use the official ones.
+    let postgres = cluster_env("REMEDY_IMAGE_POSTGRES")?;
+    let redis = cluster_env("REMEDY_IMAGE_REDIS")?;
+    for (name, image, port, env) in [
+        ("postgres", &postgres, 5432, json!([
+            {"name": "POSTGRES_USER", "value": "smoke"},
+            {"name": "POSTGRES_PASSWORD", "value": "smoke-pw"},
+            {"name": "POSTGRES_DB", "value": "smokedb"},
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
+        ])),
+        ("redis", &redis, 6379, json!([])),
+    ] {
+        apply(&pods, name, json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": {"containers": [{
+                "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
+                "ports": [{"containerPort": port, "protocol": "TCP"}]
+            }]}
+        })).await?;
+        apply(&services, name, json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": name}, "ports": [{"port": port, "protocol": "TCP"}]}
+        })).await?;
+    }
+    let retry = |cmd: &str| format!("for i in $(seq 1 60); do if {cmd}; then exit 0; fi; sleep 1; done; exit 1");
+    apply(&pods, "data-client", json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "data-client", "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "psql", "image": postgres, "imagePullPolicy": "Never",
+                    "env": [{"name": "PGPASSWORD", "value": "smoke-pw"}],
+                    "command": ["bash", "-c", retry(&format!(
+                        "pg_isready -h postgres.{ns}.svc.cluster.local && psql -h postgres -U smoke -d smokedb -tAc 'select 40 + 2'"))]
+                },
+                {
+                    "name": "redis-cli", "image": redis, "imagePullPolicy": "Never",
+                    "command": ["bash", "-c", retry(&format!(
+                        "redis-cli -h redis.{ns}.svc.cluster.local set smoke ok && redis-cli -h redis get smoke"))]
+                }
+            ]
+        }
+    })).await?;
+
     let (ok, logs) = pod_result(&pods, "client", Duration::from_secs(90)).await?;
     eprintln!("client pod logs:\n{logs}");
     ensure!(ok, "client pod could not reach {url}: {logs}");
@@ -262,6 +310,15 @@ async fn local_cluster_smoke() -> Result<()> {
     let (ok, logs) = pod_result(&pods, "probe", Duration::from_secs(90)).await?;
     eprintln!("probe pod logs:\n{logs}");
     ensure!(ok && logs.contains("IN-CLUSTER-OK"), "in-cluster API access failed: {logs}");
+
+    let (ok, _) = pod_result(&pods, "data-client", Duration::from_secs(120)).await?;
+    let mut logs = String::new();
+    for container in ["psql", "redis-cli"] {
+        let lp = LogParams { container: Some(container.into()), ..Default::default() };
+        logs += &pods.logs("data-client", &lp).await.unwrap_or_else(|e| format!("<no logs: {e}>"));
+    }
+    eprintln!("data-client pod logs:\n{logs}");
+    ensure!(ok && logs.contains("42") && logs.contains("ok"), "PostgreSQL/Redis images not usable: {logs}");
 
     namespaces.delete(&ns, &Default::default()).await.ok();
 
