@@ -1,0 +1,44 @@
+//! The workflowexecution controller. Configuration from the environment: `LISTEN_ADDR`
+//! (0.0.0.0:8080, health endpoints) and `DATASTORAGE_URL` (http://datastorage:8080).
+
+mod plan;
+mod reconcile;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api,
+    runtime::{Controller, watcher},
+};
+use remedy_api::{
+    WorkflowExecution,
+    audit_client::AuditClient,
+    runtime::{self, apiserver_ready, env_or, health_router, retry_after_error},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let addr = runtime::listen_addr()?;
+    let client = kube::Client::try_default().await.context("Kubernetes client")?;
+    let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
+    tokio::spawn(runtime::serve(addr, health_router(apiserver_ready(client.clone()))));
+
+    tracing::info!("starting workflowexecution controller");
+    let ctx = Arc::new(reconcile::Context { client: client.clone(), audit });
+    let jobs = watcher::Config::default().labels(plan::WE_LABEL);
+    Controller::new(Api::<WorkflowExecution>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Job>::all(client), jobs)
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, retry_after_error, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
