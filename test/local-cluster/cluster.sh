@@ -499,6 +499,24 @@ sweep_bin_processes() {
     done
 }
 
+# Removes the KUBE-* chains of kubelet and kube-proxy and the jumps to them from built-in chains.
+cleanup_iptables() {
+    local ipt="$1" t line chain
+    command -v "$ipt-save" >/dev/null || return 0
+    for t in nat filter mangle; do
+        "$ipt-save" -t "$t" 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j KUBE-' |
+        while IFS= read -r line; do
+            eval "\"\$ipt\" -w 5 -t \"\$t\" -D ${line#-A }" 2>/dev/null || true
+        done || true
+        for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+            "$ipt" -w 5 -t "$t" -F "$chain" 2>/dev/null || true
+        done
+        for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+            "$ipt" -w 5 -t "$t" -X "$chain" 2>/dev/null || true
+        done
+    done
+}
+
 down_inner() {
     local t0=$SECONDS
     # kubelet first so it does not restart pod containers, then the rest of the control plane.
@@ -510,10 +528,8 @@ down_inner() {
     fi
     stop_group 10 kube-scheduler kube-controller-manager kube-apiserver
     stop_group 5 etcd
-    local kp; kp="$(ls "$K8S_CACHE"/*/bin/kube-proxy 2>/dev/null | head -1 || true)"
-    if [ -n "$kp" ] && [ -f "$STATE/node-ip" ]; then
-        timeout 5 "$kp" --cleanup --proxy-mode=iptables >"$STATE/logs/kube-proxy-cleanup.log" 2>&1 || true
-    fi
+    cleanup_iptables iptables
+    cleanup_iptables ip6tables
     stop_group 10 dockerd
     sweep_bin_processes
     local m
