@@ -290,13 +290,15 @@ build_images() {
             || fail "docker import of the debootstrapped rootfs failed (see $STATE/logs/image-base.log)"
         rm -rf "$root"
     fi
-    local name dir
+    # Rebuilt when the files in images/<name> or the base image change (hash kept in a label).
+    local name dir ref hash
     for name in postgres redis; do
         if [ $name = postgres ]; then ref="$IMAGE_POSTGRES"; else ref="$IMAGE_REDIS"; fi
-        image_exists "$ref" && continue
         dir="$HERE/images/$name"
+        hash="$( (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum; docker_cli image inspect -f '{{.Id}}' "$IMAGE_BASE") | sha256sum | cut -c1-16)"
+        [ "$(docker_cli image inspect -f '{{index .Config.Labels "remedy.local-cluster.hash"}}' "$ref" 2>/dev/null || true)" = "$hash" ] && continue
         step "image $ref (Debian packages on $IMAGE_BASE; $dir)"
-        docker_cli build -t "$ref" --build-arg "BASE=$IMAGE_BASE" "$dir" >"$STATE/logs/image-$name.log" 2>&1 \
+        docker_cli build -t "$ref" --label "remedy.local-cluster.hash=$hash" --build-arg "BASE=$IMAGE_BASE" "$dir" >"$STATE/logs/image-$name.log" 2>&1 \
             || fail "docker build of $ref failed (see $STATE/logs/image-$name.log) -- containers need access to $(debian_mirror)"
     done
     rm -rf "$tmp"

@@ -33,6 +33,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         psql -v ON_ERROR_STOP=1 --dbname postgres -c "CREATE DATABASE \"$db\"" >/dev/null
     fi
     for f in /docker-entrypoint-initdb.d/*; do
+        # shellcheck disable=SC1090
         case "$f" in
             *.sh) echo "running $f"; . "$f" ;;
             *.sql) echo "running $f"; psql -v ON_ERROR_STOP=1 --dbname "$db" -f "$f" ;;
