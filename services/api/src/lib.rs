@@ -13,6 +13,8 @@ mod workflowexecution;
 pub mod audit_client;
 #[cfg(feature = "service")]
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use remediation::{
     RemediationPhase, RemediationRequest, RemediationRequestSpec, RemediationRequestStatus, TargetResource,

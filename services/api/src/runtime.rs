@@ -67,6 +67,17 @@ pub async fn serve(addr: SocketAddr, router: Router) -> anyhow::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")
 }
 
+/// Serves the health endpoints with `ready` in the background; exits the process if the
+/// listener cannot be bound (the pod must not run without probes answering).
+pub fn spawn_health(addr: SocketAddr, ready: ReadyCheck) {
+    tokio::spawn(async move {
+        if let Err(e) = serve(addr, health_router(ready)).await {
+            tracing::error!(error = %format!("{e:#}"), "health server failed");
+            std::process::exit(1);
+        }
+    });
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

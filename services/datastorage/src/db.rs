@@ -23,17 +23,11 @@ pub fn head_version() -> i64 {
 
 /// A pool that connects on first use, so the service starts before the database answers.
 pub fn lazy_pool(opts: PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(10)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(opts)
+    PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(opts)
 }
 
 /// Connects, retrying until `timeout` has passed (the database may still be starting).
-pub async fn connect_with_retry(
-    opts: PgConnectOptions,
-    timeout: Duration,
-) -> anyhow::Result<PgPool> {
+pub async fn connect_with_retry(opts: PgConnectOptions, timeout: Duration) -> anyhow::Result<PgPool> {
     let deadline = Instant::now() + timeout;
     let mut attempt = 0u32;
     loop {
@@ -50,9 +44,8 @@ pub async fn connect_with_retry(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("database still unreachable after {attempt} attempts ({timeout:?})")
-                });
+                return Err(e)
+                    .with_context(|| format!("database still unreachable after {attempt} attempts ({timeout:?})"));
             }
         }
     }
@@ -65,11 +58,10 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// `Ok` when the database answers and the newest embedded migration is applied.
 pub async fn ready(pool: &PgPool) -> Result<(), String> {
-    let applied: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .map_err(|e| format!("database not ready: {e}"))?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| format!("database not ready: {e}"))?;
     let head = head_version();
     match applied {
         Some(v) if v >= head => Ok(()),
@@ -114,10 +106,7 @@ pub struct EventFilter {
 }
 
 /// Events matching `filter`, oldest first.
-pub async fn query_events(
-    pool: &PgPool,
-    filter: &EventFilter,
-) -> Result<Vec<AuditEvent>, sqlx::Error> {
+pub async fn query_events(pool: &PgPool, filter: &EventFilter) -> Result<Vec<AuditEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT event_id, event_type,
                 to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts,
@@ -144,9 +133,7 @@ pub async fn query_events(
                 actor: row.try_get("actor")?,
                 namespace: row.try_get("namespace")?,
                 resource: row.try_get("resource")?,
-                outcome: outcome
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                outcome: outcome.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
                 data: row.try_get("data")?,
             })
         })

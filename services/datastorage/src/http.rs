@@ -29,18 +29,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn bad_request(reason: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            reason: reason.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, reason: reason.into() }
     }
 
     fn unavailable(err: &sqlx::Error) -> Self {
         tracing::warn!(error = %err, "database error");
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: format!("database unavailable: {err}"),
-        }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, reason: format!("database unavailable: {err}") }
     }
 }
 
@@ -88,30 +82,13 @@ pub fn router(pool: PgPool, max_body_bytes: usize) -> Router {
         .merge(health_router(ready))
 }
 
-async fn create_event(
-    State(pool): State<PgPool>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Stored>), ApiError> {
-    let event: AuditEvent = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid audit event JSON: {e}")))?;
-    event
-        .validate()
-        .map_err(|e| ApiError::bad_request(format!("invalid audit event: {e}")))?;
-    let created = db::insert_event(&pool, &event)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(Stored {
-            event_id: event.event_id,
-            created,
-        }),
-    ))
+async fn create_event(State(pool): State<PgPool>, body: Bytes) -> Result<(StatusCode, Json<Stored>), ApiError> {
+    let event: AuditEvent =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid audit event JSON: {e}")))?;
+    event.validate().map_err(|e| ApiError::bad_request(format!("invalid audit event: {e}")))?;
+    let created = db::insert_event(&pool, &event).await.map_err(|e| ApiError::unavailable(&e))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Stored { event_id: event.event_id, created })))
 }
 
 async fn list_events(
@@ -124,9 +101,7 @@ async fn list_events(
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be an integer in 1..={MAX_LIMIT}"
-                )));
+                return Err(ApiError::bad_request(format!("limit must be an integer in 1..={MAX_LIMIT}")));
             }
         },
     };
@@ -135,8 +110,6 @@ async fn list_events(
         event_type: query.event_type.filter(|s| !s.is_empty()),
         limit,
     };
-    let events = db::query_events(&pool, &filter)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
+    let events = db::query_events(&pool, &filter).await.map_err(|e| ApiError::unavailable(&e))?;
     Ok(Json(Events { events }))
 }

@@ -36,8 +36,7 @@ async fn main() -> anyhow::Result<()> {
             runtime::serve(addr, http::router(pool, config::max_body_bytes()?)).await
         }
         Command::Migrate => {
-            let timeout =
-                Duration::from_secs(runtime::env_parse("MIGRATE_TIMEOUT_SECONDS", 120u64)?);
+            let timeout = Duration::from_secs(runtime::env_parse("MIGRATE_TIMEOUT_SECONDS", 120u64)?);
             tracing::info!(database = %config::describe(&opts), "migrating");
             let pool = db::connect_with_retry(opts, timeout).await?;
             db::migrate(&pool).await.context("migrate")?;

@@ -14,20 +14,14 @@ async fn serve(pool: PgPool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, http::router(pool, LIMIT))
-            .await
-            .unwrap();
+        axum::serve(listener, http::router(pool, LIMIT)).await.unwrap();
     });
     format!("http://{addr}")
 }
 
 /// A pool pointing at a port where nothing listens.
 fn dead_pool() -> PgPool {
-    let opts = PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(1)
-        .username("x")
-        .password("x");
+    let opts = PgConnectOptions::new().host("127.0.0.1").port(1).username("x").password("x");
     db::lazy_pool(opts)
 }
 
@@ -40,16 +34,10 @@ fn database_url() -> String {
 
 /// A fresh database for one test, so tests run in parallel without colliding.
 async fn fresh_database() -> PgConnectOptions {
-    let admin =
-        PgConnectOptions::from_str(&database_url()).expect("parse REMEDY_TEST_DATABASE_URL");
+    let admin = PgConnectOptions::from_str(&database_url()).expect("parse REMEDY_TEST_DATABASE_URL");
     let name = format!("ds_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect_with(&admin)
-        .await
-        .expect("connect to test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = PgConnection::connect_with(&admin).await.expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
     admin.database(&name)
 }
 
@@ -68,10 +56,7 @@ fn event(id: &str, correlation: &str, event_type: &str) -> AuditEvent {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 async fn post_raw(base: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
@@ -84,20 +69,13 @@ async fn post_raw(base: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         .unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[tokio::test]
 async fn health_is_ok_and_readiness_fails_without_database() {
     let base = serve(dead_pool()).await;
-    let health = client()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = client().get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -108,13 +86,7 @@ async fn malformed_json_is_rejected_with_a_reason() {
     let base = serve(dead_pool()).await;
     let (status, body) = post_raw(&base, "{not json").await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("invalid audit event JSON"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("invalid audit event JSON"), "{body}");
 }
 
 #[tokio::test]
@@ -124,19 +96,13 @@ async fn missing_and_invalid_fields_are_rejected() {
     v.as_object_mut().unwrap().remove("correlation_id");
     let (status, body) = post_raw(&base, v.to_string()).await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"].as_str().unwrap().contains("correlation_id"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("correlation_id"), "{body}");
 
     let mut e = event("e", "c", "t");
     e.event_timestamp = "not a time".into();
     let (status, body) = post_raw(&base, serde_json::to_string(&e).unwrap()).await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"].as_str().unwrap().contains("RFC 3339"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("RFC 3339"), "{body}");
 }
 
 #[tokio::test]
@@ -151,19 +117,14 @@ async fn oversized_body_is_rejected_with_413() {
 #[tokio::test]
 async fn valid_event_with_database_down_is_503_not_accepted() {
     let base = serve(dead_pool()).await;
-    let (status, body) =
-        post_raw(&base, serde_json::to_string(&event("e", "c", "t")).unwrap()).await;
+    let (status, body) = post_raw(&base, serde_json::to_string(&event("e", "c", "t")).unwrap()).await;
     assert_eq!(status, 503, "{body}");
 }
 
 #[tokio::test]
 async fn bad_limit_is_rejected() {
     let base = serve(dead_pool()).await;
-    let resp = client()
-        .get(format!("{base}/api/v1/audit/events?limit=0"))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{base}/api/v1/audit/events?limit=0")).send().await.unwrap();
     assert_eq!(resp.status(), 400);
 }
 
@@ -176,9 +137,7 @@ async fn readiness_follows_migrations_and_migrate_is_idempotent() {
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "ready before migrations");
 
-    let migrate_pool = db::connect_with_retry(opts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let migrate_pool = db::connect_with_retry(opts, Duration::from_secs(10)).await.unwrap();
     db::migrate(&migrate_pool).await.unwrap();
     db::migrate(&migrate_pool).await.unwrap();
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
@@ -189,9 +148,7 @@ async fn readiness_follows_migrations_and_migrate_is_idempotent() {
 #[ignore = "needs PostgreSQL: run by cargo xtask test"]
 async fn events_are_stored_once_and_queried_by_filters() {
     let opts = fresh_database().await;
-    let pool = db::connect_with_retry(opts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let pool = db::connect_with_retry(opts, Duration::from_secs(10)).await.unwrap();
     db::migrate(&pool).await.unwrap();
     let base = serve(pool).await;
 
@@ -203,48 +160,27 @@ async fn events_are_stored_once_and_queried_by_filters() {
     assert_eq!(status, 200, "a repeated event id is acknowledged: {body}");
     assert_eq!(body["created"], false);
 
-    for (id, corr, ty) in [
-        ("e2", "rr-a", "gateway.signal.deduplicated"),
-        ("e3", "rr-b", "gateway.signal.received"),
-    ] {
-        let (status, _) =
-            post_raw(&base, serde_json::to_string(&event(id, corr, ty)).unwrap()).await;
+    for (id, corr, ty) in [("e2", "rr-a", "gateway.signal.deduplicated"), ("e3", "rr-b", "gateway.signal.received")] {
+        let (status, _) = post_raw(&base, serde_json::to_string(&event(id, corr, ty)).unwrap()).await;
         assert_eq!(status, 201);
     }
 
     let get = |query: &'static str| {
         let base = base.clone();
         async move {
-            let resp = client()
-                .get(format!("{base}/api/v1/audit/events?{query}"))
-                .send()
-                .await
-                .unwrap();
+            let resp = client().get(format!("{base}/api/v1/audit/events?{query}")).send().await.unwrap();
             assert_eq!(resp.status(), 200);
             let body: http::Events = resp.json().await.unwrap();
-            body.events
-                .into_iter()
-                .map(|e| e.event_id)
-                .collect::<Vec<_>>()
+            body.events.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
         }
     };
     assert_eq!(get("correlation_id=rr-a").await, ["e1", "e2"]);
-    assert_eq!(
-        get("event_type=gateway.signal.received").await,
-        ["e1", "e3"]
-    );
-    assert_eq!(
-        get("correlation_id=rr-a&event_type=gateway.signal.received").await,
-        ["e1"]
-    );
+    assert_eq!(get("event_type=gateway.signal.received").await, ["e1", "e3"]);
+    assert_eq!(get("correlation_id=rr-a&event_type=gateway.signal.received").await, ["e1"]);
     assert_eq!(get("limit=2").await.len(), 2);
     assert!(get("correlation_id=none").await.is_empty());
 
-    let resp = client()
-        .get(format!("{base}/api/v1/audit/events?correlation_id=rr-b"))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{base}/api/v1/audit/events?correlation_id=rr-b")).send().await.unwrap();
     let body: http::Events = resp.json().await.unwrap();
     let stored = &body.events[0];
     assert_eq!(stored.event_timestamp, "2026-01-02T03:04:05.500000Z");

@@ -17,7 +17,7 @@ use kube::{
 use remedy_api::{
     RemediationRequest, SignalProcessing, WorkflowExecution, WorkflowTemplate,
     audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, health_router, retry_after_error},
+    runtime::{self, apiserver_ready, env_or, retry_after_error},
 };
 
 fn default_workflow() -> anyhow::Result<Option<WorkflowTemplate>> {
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("Kubernetes client")?;
     let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
     let default_workflow = default_workflow()?;
-    tokio::spawn(runtime::serve(addr, health_router(apiserver_ready(client.clone()))));
+    runtime::spawn_health(addr, apiserver_ready(client.clone()));
 
     tracing::info!(default_workflow = ?default_workflow, "starting remediationorchestrator controller");
     let ctx = Arc::new(reconcile::Context { client: client.clone(), audit, default_workflow });

@@ -113,3 +113,101 @@ pub fn terminal_event(rr: &RemediationRequest, status: &RemediationRequestStatus
         }),
     })
 }
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+    use http::Method;
+    use remedy_api::{
+        RemediationPhase, RemediationRequestSpec, SignalProcessingPhase, SignalProcessingStatus,
+        WorkflowExecutionPhase, WorkflowExecutionStatus,
+        testing::{FakeDatastorage, MockApi},
+    };
+
+    const BASE: &str = "/apis/remedy.dev/v1alpha1/namespaces/shop";
+
+    fn rr(phase: Option<RemediationPhase>) -> RemediationRequest {
+        let mut rr = RemediationRequest::new(
+            "rr-1",
+            RemediationRequestSpec {
+                signal_fingerprint: "f".into(),
+                signal_name: "HighCPU".into(),
+                severity: "critical".into(),
+                target_namespace: "shop".into(),
+                ..Default::default()
+            },
+        );
+        rr.metadata.namespace = Some("shop".into());
+        rr.metadata.uid = Some("uid-rr".into());
+        rr.status = phase.map(|p| RemediationRequestStatus { phase: Some(p), ..Default::default() });
+        rr
+    }
+
+    async fn context(ds: &FakeDatastorage) -> (Arc<Context>, MockApi) {
+        let (client, api) = MockApi::pair();
+        let default_workflow = Some(WorkflowTemplate { image: "wf".into(), command: vec![] });
+        let ctx = Context { client, audit: AuditClient::new(&ds.url).unwrap(), default_workflow };
+        (Arc::new(ctx), api)
+    }
+
+    #[tokio::test]
+    async fn new_request_gets_an_owned_signal_processing() {
+        let ds = FakeDatastorage::start().await;
+        let (ctx, mut api) = context(&ds).await;
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, &format!("{BASE}/signalprocessings/rr-1-sp")).await.respond_status(404, "NotFound");
+            api.expect(Method::GET, &format!("{BASE}/workflowexecutions/rr-1-we"))
+                .await
+                .respond_status(404, "NotFound");
+            let create = api.expect(Method::POST, &format!("{BASE}/signalprocessings")).await;
+            let owner = &create.body["metadata"]["ownerReferences"][0];
+            assert_eq!((owner["kind"].as_str(), owner["uid"].as_str()), (Some("RemediationRequest"), Some("uid-rr")));
+            assert_eq!(owner["controller"], true);
+            assert_eq!(create.body["spec"]["severity"], "critical");
+            let body = create.body.clone();
+            create.respond(201, body);
+            let patch = api.expect(Method::PATCH, &format!("{BASE}/remediationrequests/rr-1/status")).await;
+            assert_eq!(patch.body["status"]["phase"], "Processing");
+            assert_eq!(patch.body["status"]["signalProcessingRef"], "rr-1-sp");
+            patch.respond(200, serde_json::to_value(rr(Some(RemediationPhase::Processing))).unwrap());
+        });
+        reconcile(Arc::new(rr(None)), ctx).await.unwrap();
+        server.await.unwrap();
+        assert!(ds.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn finished_workflow_completes_the_request_with_an_audit_event() {
+        let ds = FakeDatastorage::start().await;
+        let (ctx, mut api) = context(&ds).await;
+        let mut sp = SignalProcessing::new("rr-1-sp", Default::default());
+        sp.status = Some(SignalProcessingStatus {
+            phase: Some(SignalProcessingPhase::Completed),
+            environment: Some("production".into()),
+            priority: Some("P0".into()),
+            ..Default::default()
+        });
+        let mut we = WorkflowExecution::new("rr-1-we", Default::default());
+        we.status =
+            Some(WorkflowExecutionStatus { phase: Some(WorkflowExecutionPhase::Succeeded), ..Default::default() });
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, &format!("{BASE}/signalprocessings/rr-1-sp"))
+                .await
+                .respond(200, serde_json::to_value(sp).unwrap());
+            api.expect(Method::GET, &format!("{BASE}/workflowexecutions/rr-1-we"))
+                .await
+                .respond(200, serde_json::to_value(we).unwrap());
+            let patch = api.expect(Method::PATCH, &format!("{BASE}/remediationrequests/rr-1/status")).await;
+            assert_eq!(patch.body["status"]["phase"], "Completed");
+            assert_eq!(patch.body["status"]["priority"], "P0");
+            patch.respond(200, serde_json::to_value(rr(Some(RemediationPhase::Completed))).unwrap());
+        });
+        let action = reconcile(Arc::new(rr(Some(RemediationPhase::Executing))), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        server.await.unwrap();
+        let events = ds.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "orchestrator.remediation.completed");
+        assert_eq!(events[0].event_id, "orchestrator-uid-rr-completed");
+    }
+}

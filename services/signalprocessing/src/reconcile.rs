@@ -182,3 +182,96 @@ mod tests {
         assert_eq!(audit_event(&sp(None), &classify(&sp(None), None)).outcome, Outcome::Failure);
     }
 }
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+    use http::Method;
+    use k8s_openapi::api::core::v1::Namespace;
+    use remedy_api::{
+        SignalProcessingSpec,
+        testing::{FakeDatastorage, MockApi},
+    };
+
+    const SP_STATUS: &str = "/apis/remedy.dev/v1alpha1/namespaces/shop/signalprocessings/rr-1-sp/status";
+
+    fn pending() -> Arc<SignalProcessing> {
+        let mut sp = SignalProcessing::new(
+            "rr-1-sp",
+            SignalProcessingSpec {
+                remediation_request_ref: "rr-1".into(),
+                signal_fingerprint: "f".into(),
+                severity: "warning".into(),
+                target_namespace: "shop".into(),
+            },
+        );
+        sp.metadata.namespace = Some("shop".into());
+        sp.metadata.uid = Some("uid-1".into());
+        sp.status = Some(SignalProcessingStatus { phase: Some(SignalProcessingPhase::Pending), ..Default::default() });
+        Arc::new(sp)
+    }
+
+    fn namespace(labels: &[(&str, &str)]) -> serde_json::Value {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("shop".into());
+        ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        serde_json::to_value(ns).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pending_is_classified_audited_and_completed() {
+        let ds = FakeDatastorage::start().await;
+        let (client, mut api) = MockApi::pair();
+        let ctx = Arc::new(Context { client, audit: AuditClient::new(&ds.url).unwrap() });
+        let sp = pending();
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, "/api/v1/namespaces/shop").await.respond(200, namespace(&[("env", "staging")]));
+            let patch = api.expect(Method::PATCH, SP_STATUS).await;
+            assert_eq!(patch.body["status"]["phase"], "Completed");
+            assert_eq!(patch.body["status"]["environment"], "staging");
+            assert_eq!(patch.body["status"]["priority"], "P2");
+            let body = patch.body.clone();
+            patch.respond(200, serde_json::to_value(&*pending()).unwrap());
+            body
+        });
+        let action = reconcile(sp, ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        server.await.unwrap();
+        let events = ds.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "signalprocessing.classification.completed");
+        assert_eq!(events[0].data["priority"], "P2");
+    }
+
+    #[tokio::test]
+    async fn unreachable_datastorage_leaves_status_pending_for_a_retry() {
+        let ds = FakeDatastorage::start().await;
+        ds.answer(503);
+        let (client, mut api) = MockApi::pair();
+        let ctx = Arc::new(Context { client, audit: AuditClient::new(&ds.url).unwrap() });
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, "/api/v1/namespaces/shop").await.respond(200, namespace(&[]));
+            assert!(api.next().await.is_none(), "no status write after a failed audit");
+        });
+        let err = reconcile(pending(), ctx).await.unwrap_err();
+        assert!(err.to_string().contains("audit"), "{err}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn new_resource_is_marked_pending() {
+        let ds = FakeDatastorage::start().await;
+        let (client, mut api) = MockApi::pair();
+        let ctx = Arc::new(Context { client, audit: AuditClient::new(&ds.url).unwrap() });
+        let mut sp = (*pending()).clone();
+        sp.status = None;
+        let server = tokio::spawn(async move {
+            let patch = api.expect(Method::PATCH, SP_STATUS).await;
+            assert_eq!(patch.body, serde_json::json!({"status": {"phase": "Pending"}}));
+            patch.respond(200, serde_json::to_value(&*pending()).unwrap());
+        });
+        reconcile(Arc::new(sp), ctx).await.unwrap();
+        server.await.unwrap();
+        assert!(ds.events().is_empty());
+    }
+}

@@ -16,7 +16,7 @@ use kube::{
 use remedy_api::{
     WorkflowExecution,
     audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, health_router, retry_after_error},
+    runtime::{self, apiserver_ready, env_or, retry_after_error},
 };
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = runtime::listen_addr()?;
     let client = kube::Client::try_default().await.context("Kubernetes client")?;
     let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
-    tokio::spawn(runtime::serve(addr, health_router(apiserver_ready(client.clone()))));
+    runtime::spawn_health(addr, apiserver_ready(client.clone()));
 
     tracing::info!("starting workflowexecution controller");
     let ctx = Arc::new(reconcile::Context { client: client.clone(), audit });

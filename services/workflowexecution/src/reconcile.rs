@@ -119,3 +119,89 @@ mod tests {
         assert_eq!(e.validate(), Ok(()));
     }
 }
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+    use http::Method;
+    use remedy_api::{
+        WorkflowExecutionSpec,
+        testing::{FakeDatastorage, MockApi},
+    };
+
+    fn we() -> WorkflowExecution {
+        let mut we = WorkflowExecution::new(
+            "rr-1-we",
+            WorkflowExecutionSpec {
+                remediation_request_ref: "rr-1".into(),
+                image: "wf:1".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            },
+        );
+        we.metadata.namespace = Some("shop".into());
+        we.metadata.uid = Some("uid-we".into());
+        we
+    }
+
+    #[tokio::test]
+    async fn new_execution_creates_its_job_and_runs() {
+        let ds = FakeDatastorage::start().await;
+        let (client, mut api) = MockApi::pair();
+        let ctx = Arc::new(Context { client, audit: AuditClient::new(&ds.url).unwrap() });
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, "/apis/batch/v1/namespaces/shop/jobs/rr-1-we")
+                .await
+                .respond_status(404, "NotFound");
+            let create = api.expect(Method::POST, "/apis/batch/v1/namespaces/shop/jobs").await;
+            assert_eq!(create.body["spec"]["template"]["spec"]["containers"][0]["image"], "wf:1");
+            assert_eq!(create.body["metadata"]["ownerReferences"][0]["uid"], "uid-we");
+            let body = create.body.clone();
+            create.respond(201, body);
+            let patch = api
+                .expect(Method::PATCH, "/apis/remedy.dev/v1alpha1/namespaces/shop/workflowexecutions/rr-1-we/status")
+                .await;
+            assert_eq!(patch.body["status"]["phase"], "Running");
+            assert_eq!(patch.body["status"]["jobName"], "rr-1-we");
+            patch.respond(200, serde_json::to_value(we()).unwrap());
+        });
+        reconcile(Arc::new(we()), ctx).await.unwrap();
+        server.await.unwrap();
+        let events = ds.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "workflowexecution.workflow.started");
+    }
+
+    #[tokio::test]
+    async fn failed_job_fails_the_execution() {
+        let ds = FakeDatastorage::start().await;
+        let (client, mut api) = MockApi::pair();
+        let ctx = Arc::new(Context { client, audit: AuditClient::new(&ds.url).unwrap() });
+        let mut running = we();
+        running.status = Some(WorkflowExecutionStatus {
+            phase: Some(WorkflowExecutionPhase::Running),
+            job_name: Some("rr-1-we".into()),
+            start_time: Some("2026-01-01T00:00:00Z".into()),
+            message: Some("job created".into()),
+            ..Default::default()
+        });
+        let job = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "rr-1-we", "namespace": "shop"},
+            "status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}});
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, "/apis/batch/v1/namespaces/shop/jobs/rr-1-we").await.respond(200, job);
+            let patch = api
+                .expect(Method::PATCH, "/apis/remedy.dev/v1alpha1/namespaces/shop/workflowexecutions/rr-1-we/status")
+                .await;
+            assert_eq!(patch.body["status"]["phase"], "Failed");
+            assert!(patch.body["status"]["message"].as_str().unwrap().starts_with("BackoffLimitExceeded"));
+            patch.respond(200, serde_json::to_value(we()).unwrap());
+        });
+        reconcile(Arc::new(running), ctx).await.unwrap();
+        server.await.unwrap();
+        let events = ds.events();
+        assert_eq!(events[0].event_type, "workflowexecution.workflow.failed");
+        assert_eq!(events[0].outcome, Outcome::Failure);
+    }
+}
