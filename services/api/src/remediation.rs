@@ -26,7 +26,7 @@ pub struct RemediationRequestSpec {
     /// The alert's `alertname` label.
     pub signal_name: String,
     /// The alert's `severity` label (`critical`, `warning`, `info`, ...), empty when absent.
-    #[serde(default)]
+    // Required rather than defaulted: Kubernetes 1.20 rejects a CRD whose schema has `default: ""`.
     pub severity: String,
     /// Namespace the alert concerns (the RemediationRequest lives there too).
     pub target_namespace: String,

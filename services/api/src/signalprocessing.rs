@@ -24,7 +24,7 @@ pub struct SignalProcessingSpec {
     /// Fingerprint of the signal.
     pub signal_fingerprint: String,
     /// The signal's severity label.
-    #[serde(default)]
+    // Required rather than defaulted: Kubernetes 1.20 rejects a CRD whose schema has `default: ""`.
     pub severity: String,
     /// Namespace whose labels decide the environment.
     pub target_namespace: String,

@@ -40,5 +40,7 @@ fn crds_are_v1_structural_and_namespaced_with_status() {
             assert!(!text.contains(banned), "{name} schema contains {banned}");
         }
         assert_eq!(schema["openAPIV3Schema"]["type"], "object");
+        // Kubernetes 1.20 reads an empty-string default as null and rejects the CRD.
+        assert!(!text.contains("\"default\":\"\""), "{name} schema has an empty-string default");
     }
 }
