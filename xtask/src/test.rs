@@ -12,7 +12,8 @@ use crate::flags;
 use crate::phases::progress::human;
 
 /// The services whose environments CI brings up on the local cluster.
-const E2E_SERVICES: [&str; 5] = ["datastorage", "gateway", "signalprocessing", "remediationorchestrator", "workflowexecution"];
+const E2E_SERVICES: [&str; 5] =
+    ["datastorage", "gateway", "signalprocessing", "remediationorchestrator", "workflowexecution"];
 
 impl flags::Test {
     pub fn run(self) -> anyhow::Result<ExitCode> {
@@ -74,7 +75,8 @@ fn ensure_podman(sh: &Shell) -> anyhow::Result<()> {
     if which::which("podman").is_ok() && which::which("runc").is_ok() {
         return Ok(());
     }
-    let install = cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive");
+    let install =
+        cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive");
     install.run().context("podman not installed and apt-get failed: install podman and runc")?;
     Ok(())
 }

@@ -19,7 +19,8 @@ fn root() -> PathBuf {
 }
 
 fn kubeconfig() -> String {
-    std::env::var("REMEDY_KUBECONFIG").expect("REMEDY_KUBECONFIG is not set: start the local cluster and run `cargo xtask test`")
+    std::env::var("REMEDY_KUBECONFIG")
+        .expect("REMEDY_KUBECONFIG is not set: start the local cluster and run `cargo xtask test`")
 }
 
 struct Scratch(PathBuf);
@@ -50,7 +51,12 @@ struct Run {
 
 impl Run {
     fn task(&self, id: &str) -> &Value {
-        self.report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id}"))
+        self.report["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("no task {id}"))
     }
 
     fn namespace(&self, service: &str) -> String {
@@ -70,7 +76,9 @@ fn command(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Command {
 
 fn finish(output: std::process::Output, dir: &Path) -> Run {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let report = std::fs::read_to_string(dir.join("report.json")).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(Value::Null);
+    let report = std::fs::read_to_string(dir.join("report.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
     Run { code: output.status.code(), stderr, report, dir: dir.to_owned() }
 }
 
@@ -88,11 +96,21 @@ fn cluster_images() -> Vec<(&'static str, String)> {
 }
 
 fn existing(_: &Path) -> Vec<String> {
-    vec!["--cluster".into(), "existing".into(), "--kubeconfig".into(), kubeconfig(), "--image-delivery".into(), "none".into()]
+    vec![
+        "--cluster".into(),
+        "existing".into(),
+        "--kubeconfig".into(),
+        kubeconfig(),
+        "--image-delivery".into(),
+        "none".into(),
+    ]
 }
 
 fn namespace_exists(ns: &str) -> bool {
-    let out = Command::new("kubectl").args(["--kubeconfig", &kubeconfig(), "get", "namespace", ns, "-o", "name"]).output().unwrap();
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", &kubeconfig(), "get", "namespace", ns, "-o", "name"])
+        .output()
+        .unwrap();
     out.status.success()
 }
 
@@ -111,7 +129,8 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         for file in ["cmdline", "environ"] {
             let bytes = std::fs::read(entry.path().join(file)).unwrap_or_default();
             if String::from_utf8_lossy(&bytes).contains(needle) {
-                let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+                let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
+                    .replace('\0', " ");
                 found.push(format!("{pid}: {cmdline}"));
                 break;
             }
@@ -207,7 +226,10 @@ fn on_local_cluster_a_crash_looping_service_fails_fast_with_its_logs() {
     let started = Instant::now();
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "datastorage", "CrashLoopBackOff");
-    assert!(run.task("datastorage")["error"].as_str().unwrap().contains("crashing on purpose"), "no log lines in the error");
+    assert!(
+        run.task("datastorage")["error"].as_str().unwrap().contains("crashing on purpose"),
+        "no log lines in the error"
+    );
     assert!(started.elapsed() < Duration::from_secs(170), "waited for the timeout instead of failing fast");
     assert!(run.dir.join("diagnostics/events.txt").is_file());
     assert_clean(&run, "datastorage");
@@ -273,7 +295,8 @@ fn on_local_cluster_sigint_during_deploy_cancels_and_cleans_up() {
     let mut args = vec!["e2e", "datastorage"];
     let extra = existing(&scratch.0);
     args.extend(extra.iter().map(String::as_str));
-    let child = command(&args, &scratch.0, &cluster_images()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        command(&args, &scratch.0, &cluster_images()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // The deploy phase has begun once PostgreSQL's task writes its log.
     let log = scratch.0.join("logs/postgresql.log");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -342,7 +365,9 @@ fn kind_run_expectations(shim: &Shim, run: &Run, provider: &str) {
         shim.calls(),
         [
             format!("provider={provider} kind version"),
-            format!("provider={provider} kind create cluster --name {name} --config {dir}/kind-config.yaml --kubeconfig {dir}/kubeconfig --wait 5m"),
+            format!(
+                "provider={provider} kind create cluster --name {name} --config {dir}/kind-config.yaml --kubeconfig {dir}/kubeconfig --wait 5m"
+            ),
             format!("provider={provider} kind load image-archive {dir}/images/datastorage.tar --name {name}"),
             format!("provider={provider} kind delete cluster --name {name} --kubeconfig {dir}/kubeconfig"),
         ]
@@ -401,7 +426,11 @@ fn on_local_cluster_a_port_in_use_is_named_before_any_cluster_exists() {
     drop(holder);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let line = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
-    assert!(line.contains("host port 18281 is in use by") && line.contains(&format!("pid {}", std::process::id())), "{}", run.stderr);
+    assert!(
+        line.contains("host port 18281 is in use by") && line.contains(&format!("pid {}", std::process::id())),
+        "{}",
+        run.stderr
+    );
     assert_eq!(shim.calls(), ["provider=- kind version"], "work started despite the busy port");
     shim.assert_kubeconfig_untouched();
 }

@@ -41,7 +41,8 @@ impl flags::E2e {
         let target = match self.cluster {
             ClusterMode::Kind => {
                 // A reused cluster keeps a stable name, so the next run finds it.
-                let default = if self.reuse_cluster { format!("remedy-{service}") } else { format!("remedy-{service}-{suffix}") };
+                let default =
+                    if self.reuse_cluster { format!("remedy-{service}") } else { format!("remedy-{service}-{suffix}") };
                 let name = self.cluster_name.clone().unwrap_or(default);
                 check_cluster_name(&name)?;
                 Target::Kind { name, reuse: self.reuse_cluster }
@@ -72,7 +73,11 @@ impl flags::E2e {
             delivery,
             // On a reused cluster the namespace is stable too, so an unchanged environment
             // re-applies as a no-op.
-            namespace: if self.reuse_cluster { format!("remedy-{service}") } else { format!("remedy-{service}-{suffix}") },
+            namespace: if self.reuse_cluster {
+                format!("remedy-{service}")
+            } else {
+                format!("remedy-{service}-{suffix}")
+            },
             base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
             manifests: crate::project_root().join(&self.manifests),
             wait_timeout: Duration::from_secs(self.wait_timeout),
@@ -243,7 +248,6 @@ fn kind_config(name: &str, exposed: &[Exposed]) -> String {
     }
     out
 }
-
 
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)

@@ -12,7 +12,7 @@ mod workflowexecution;
 
 use std::time::Duration;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 
 use crate::flags::Engine;
@@ -44,7 +44,7 @@ impl Service {
 
     /// The validated task graph of this service's environment.
     pub fn plan(self, settings: &Settings) -> anyhow::Result<Plan> {
-        let mut env = Env { settings, exposed: self.exposed(), tasks: Vec::new() };
+        let mut env = Env { settings, exposed: self.exposed(), built: Vec::new(), tasks: Vec::new() };
         match self {
             Service::Gateway => gateway::tasks(&mut env),
             Service::Signalprocessing => signalprocessing::tasks(&mut env),
@@ -201,6 +201,8 @@ impl Service {
 pub struct Env<'a> {
     settings: &'a Settings,
     exposed: Vec<Exposed>,
+    /// The binaries whose images this plan builds.
+    built: Vec<String>,
     tasks: Vec<Task>,
 }
 
@@ -219,7 +221,14 @@ impl Env<'_> {
                 let mut task = Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process).estimate(150);
                 if *reuse {
                     // Exporting the kubeconfig succeeds only when the cluster exists.
-                    task = task.skip_if(s.kind(&["export", "kubeconfig", "--name", name, "--kubeconfig", kubeconfig.as_str()]));
+                    task = task.skip_if(s.kind(&[
+                        "export",
+                        "kubeconfig",
+                        "--name",
+                        name,
+                        "--kubeconfig",
+                        kubeconfig.as_str(),
+                    ]));
                 }
                 task.run(s.kind(&[
                     "create",
@@ -273,6 +282,7 @@ impl Env<'_> {
                 .run(Command::new("cargo", args)),
         );
         for &bin in binaries {
+            self.built.push(bin.to_owned());
             let context = s.run_dir.join("images").join(bin);
             let image = image_ref(bin);
             let base = format!("BASE_IMAGE={}", s.base_image);
@@ -324,11 +334,14 @@ impl Env<'_> {
     /// Applies a manifest, waits for its Deployment to roll out, and exposes it to the specs
     /// when the port table says so.
     fn deployment(&mut self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) {
+        let manifest = self.settings.manifests.join(format!("{id}.yaml"));
+        let images = self.images_in(&manifest);
         let mut task = Task::new(id, phase, Kind::Api)
             .after(deps)
+            .after(&images.iter().map(String::as_str).collect::<Vec<_>>())
             .stage(stage)
             .estimate(estimate)
-            .kube(KubeOp::Apply { manifest: self.settings.manifests.join(format!("{id}.yaml")) })
+            .kube(KubeOp::Apply { manifest })
             .kube(KubeOp::Rollout { deployment: id.to_owned(), timeout: self.settings.wait_timeout });
         let kind = matches!(self.settings.target, Target::Kind { .. });
         for e in self.exposed.iter().filter(|e| e.service == id) {
@@ -354,24 +367,34 @@ impl Env<'_> {
     /// PostgreSQL, the schema migrations Job (datastorage's image), then datastorage itself.
     fn datastorage(&mut self) {
         self.postgresql();
-        let image = self.image_ready("datastorage");
+        let manifest = self.settings.manifests.join("datastorage-migrate.yaml");
+        let images = self.images_in(&manifest);
         self.add(
             Task::new(ids::MIGRATIONS, Phase::Infra, Kind::Api)
-                .after(&[ids::POSTGRESQL, &image])
+                .after(&[ids::POSTGRESQL])
+                .after(&images.iter().map(String::as_str).collect::<Vec<_>>())
                 .stage(stage::DATASTORAGE)
                 .estimate(8)
-                .kube(KubeOp::Apply { manifest: self.settings.manifests.join("datastorage-migrate.yaml") })
+                .kube(KubeOp::Apply { manifest })
                 .kube(KubeOp::JobComplete { job: "datastorage-migrate".into(), timeout: self.settings.wait_timeout }),
         );
-        self.deployment("datastorage", Phase::Services, stage::DATASTORAGE, &[ids::MIGRATIONS, &image], 10);
+        self.deployment("datastorage", Phase::Services, stage::DATASTORAGE, &[ids::MIGRATIONS], 10);
     }
 
-    /// The service under test: its manifest applied once `deps` and its image are ready.
+    /// A service under test: its manifest applied once `deps` and the images it names are ready.
     fn service(&mut self, name: &str, deps: &[&str]) {
-        let image = self.image_ready(name);
-        let mut all: Vec<&str> = deps.to_vec();
-        all.push(&image);
-        self.deployment(name, Phase::Services, stage::SERVICE, &all, 10);
+        self.deployment(name, Phase::Services, stage::SERVICE, deps, 10);
+    }
+
+    /// The tasks that make the images a manifest names (`${IMAGE_GATEWAY}`...) usable, for the
+    /// images this plan builds: a manifest waits for exactly the images it runs.
+    fn images_in(&self, manifest: &Utf8Path) -> Vec<String> {
+        let text = std::fs::read_to_string(manifest).unwrap_or_default();
+        self.built
+            .iter()
+            .filter(|bin| text.contains(&format!("${{IMAGE_{}}}", bin.to_uppercase())))
+            .map(|bin| self.image_ready(bin))
+            .collect()
     }
 
     /// The service's E2E suite, once everything it talks to is up.
@@ -414,7 +437,7 @@ mod tests {
             delivery,
             namespace: "remedy-r1".into(),
             base_image: "debian:bookworm-slim".into(),
-            manifests: "test/manifests".into(),
+            manifests: crate::project_root().join("test/manifests"),
             wait_timeout: Duration::from_secs(180),
         }
     }
