@@ -48,7 +48,7 @@ pub struct AppState<S> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalResult {
-    /// `created`, `duplicate` or `ignored` (resolved alerts).
+    /// `created`, `duplicate`, `ignored` (resolved alerts) or `rejected` (see `reason`).
     pub status: String,
     /// The alert's fingerprint.
     pub fingerprint: String,
@@ -59,6 +59,9 @@ pub struct SignalResult {
     /// Occurrences counted so far, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurrence_count: Option<i64>,
+    /// Why the alert was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The answer to a webhook call.
@@ -98,6 +101,7 @@ async fn receive<S: RrStore>(State(st): State<AppState<S>>, body: Bytes) -> Resp
                 st.metrics.signal(match r.status.as_str() {
                     "created" => "created",
                     "duplicate" => "duplicate",
+                    "rejected" => "rejected",
                     _ => "ignored",
                 });
                 results.push(r);
@@ -114,6 +118,10 @@ async fn receive<S: RrStore>(State(st): State<AppState<S>>, body: Bytes) -> Resp
         StatusCode::CREATED
     } else if results.iter().any(|r| r.status == "duplicate") {
         StatusCode::ACCEPTED
+    } else if let Some(rejected) = results.iter().find(|r| r.status == "rejected") {
+        let reason = rejected.reason.clone().unwrap_or_default();
+        let body = json!({ "error": reason, "results": results });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     } else {
         StatusCode::OK
     };
@@ -141,6 +149,15 @@ async fn accept<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result
 async fn create_new<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result<SignalResult> {
     let now = now_rfc3339();
     match st.store.create(&signal.remediation_request(), &now).await? {
+        Creation::NamespaceNotFound => {
+            // Nothing was created; drop the claim so the alert is handled afresh once the
+            // namespace exists.
+            st.redis.release(&signal.fingerprint).await?;
+            tracing::warn!(namespace = %signal.namespace, alert = %signal.name, "alert for a missing namespace rejected");
+            let mut r = result(signal, "rejected", None);
+            r.reason = Some(format!("namespace {:?} does not exist", signal.namespace));
+            Ok(r)
+        }
         Creation::Created => {
             audit(st, signal, "gateway.signal.received", json!({})).await?;
             Ok(result(signal, "created", Some(1)))
@@ -168,6 +185,7 @@ async fn duplicate<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Res
             Ok(result(signal, "created", Some(1)))
         }
         Creation::AlreadyExists => anyhow::bail!("RemediationRequest {name} appeared concurrently"),
+        Creation::NamespaceNotFound => anyhow::bail!("namespace {} was deleted", signal.namespace),
     }
 }
 
@@ -178,6 +196,7 @@ fn result(signal: &Signal, status: &str, occurrence_count: Option<i64>) -> Signa
         namespace: signal.namespace.clone(),
         remediation_request: signal.rr_name(),
         occurrence_count,
+        reason: None,
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Creation {
     Created,
     /// A resource of that name already existed.
     AlreadyExists,
+    /// The target namespace does not exist (a permanent error: retrying will not help).
+    NamespaceNotFound,
 }
 
 /// Operations the gateway needs on RemediationRequests.
@@ -58,6 +60,18 @@ fn api_code(err: &kube::Error) -> Option<u16> {
     }
 }
 
+/// Whether a create failed because its namespace does not exist (as opposed to, say, the
+/// CRD missing, which is a deployment fault worth retrying).
+fn is_namespace_not_found(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) if status.code == 404 => {
+            status.details.as_ref().is_some_and(|d| d.kind == "namespaces")
+                || status.message.starts_with("namespaces \"")
+        }
+        _ => false,
+    }
+}
+
 impl RrStore for KubeStore {
     async fn create(&self, rr: &RemediationRequest, seen: &str) -> anyhow::Result<Creation> {
         let ns = rr.metadata.namespace.as_deref().context("RemediationRequest without namespace")?;
@@ -66,6 +80,7 @@ impl RrStore for KubeStore {
         match api.create(&PostParams::default(), rr).await {
             Ok(_) => {}
             Err(e) if api_code(&e) == Some(409) => return Ok(Creation::AlreadyExists),
+            Err(e) if is_namespace_not_found(&e) => return Ok(Creation::NamespaceNotFound),
             Err(e) => return Err(e).with_context(|| format!("creating RemediationRequest {ns}/{name}")),
         }
         // The status subresource ignores status on create; set the first occurrence now. A

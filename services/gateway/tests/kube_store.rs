@@ -17,7 +17,7 @@ fn client() -> (kube::Client, Handle) {
 fn rr_json(count: Option<i64>, rv: &str) -> Value {
     json!({"apiVersion": "remedy.dev/v1alpha1", "kind": "RemediationRequest",
            "metadata": {"name": "rr-1", "namespace": "shop", "resourceVersion": rv},
-           "spec": {"signalFingerprint": "f", "signalName": "A", "targetNamespace": "shop"},
+           "spec": {"signalFingerprint": "f", "signalName": "A", "severity": "", "targetNamespace": "shop"},
            "status": {"occurrenceCount": count}})
 }
 
@@ -107,5 +107,36 @@ async fn create_reports_existing_resources_and_sets_first_occurrence() {
     let store = KubeStore::new(client);
     assert_eq!(store.create(&rr, "t").await.unwrap(), Creation::Created);
     assert_eq!(store.create(&rr, "t").await.unwrap(), Creation::AlreadyExists);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn create_in_missing_namespace_is_reported() {
+    let (client, mut handle) = client();
+    let server = tokio::spawn(async move {
+        let (_, _, _, send) = next(&mut handle).await;
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "namespaces \"shop\" not found", "reason": "NotFound",
+                          "details": {"name": "shop", "kind": "namespaces"}, "code": 404});
+        send.send_response(Response::builder().status(404).body(Body::from(body.to_string().into_bytes())).unwrap());
+        let (_, _, _, send) = next(&mut handle).await;
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "the server could not find the requested resource", "reason": "NotFound",
+                          "details": {}, "code": 404});
+        send.send_response(Response::builder().status(404).body(Body::from(body.to_string().into_bytes())).unwrap());
+    });
+    let mut rr = RemediationRequest::new(
+        "rr-1",
+        RemediationRequestSpec {
+            signal_fingerprint: "f".into(),
+            signal_name: "A".into(),
+            target_namespace: "shop".into(),
+            ..Default::default()
+        },
+    );
+    rr.metadata.namespace = Some("shop".into());
+    let store = KubeStore::new(client);
+    assert_eq!(store.create(&rr, "t").await.unwrap(), Creation::NamespaceNotFound);
+    assert!(store.create(&rr, "t").await.is_err(), "a missing CRD is an error worth retrying");
     server.await.unwrap();
 }

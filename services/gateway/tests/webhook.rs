@@ -45,6 +45,9 @@ impl RrStore for MemStore {
         if self.fail_create.load(Ordering::SeqCst) {
             anyhow::bail!("API server down (test)");
         }
+        if rr.metadata.namespace.as_deref() == Some("missing") {
+            return Ok(Creation::NamespaceNotFound);
+        }
         let key = (rr.metadata.namespace.clone().unwrap(), rr.metadata.name.clone().unwrap());
         let mut items = self.items.lock().unwrap();
         if items.contains_key(&key) {
@@ -362,4 +365,20 @@ async fn concurrent_deliveries_create_one_resource() {
     let items = h.store.items.lock().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items.values().next().unwrap().1, 8);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn alert_for_missing_namespace_is_rejected_with_reason() {
+    let h = harness(&redis_url()).await;
+    let mut a = alert("Lost", "firing");
+    a["labels"]["namespace"] = "missing".into();
+    let (status, body) = h.post(webhook(json!([a.clone()]))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("\"missing\" does not exist"), "{body}");
+    assert_eq!(body["results"][0]["status"], "rejected");
+    assert_eq!(h.outbox_len().await, 0);
+    // The claim was dropped: the same alert is handled afresh, not as a duplicate.
+    let (status, body) = h.post(webhook(json!([a]))).await;
+    assert_eq!((status, body["results"][0]["status"].as_str()), (400, Some("rejected")));
 }
