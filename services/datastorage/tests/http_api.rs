@@ -33,12 +33,29 @@ fn database_url() -> String {
 }
 
 /// A fresh database for one test, so tests run in parallel without colliding.
-async fn fresh_database() -> PgConnectOptions {
-    let admin = PgConnectOptions::from_str(&database_url()).expect("parse REMEDY_TEST_DATABASE_URL");
-    let name = format!("ds_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect_with(&admin).await.expect("connect to test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    admin.database(&name)
+struct TestDb {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl TestDb {
+    async fn create() -> Self {
+        let admin = PgConnectOptions::from_str(&database_url()).expect("parse REMEDY_TEST_DATABASE_URL");
+        let name = format!("ds_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(&admin).await.expect("connect to test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        Self { admin, name }
+    }
+
+    fn opts(&self) -> PgConnectOptions {
+        self.admin.clone().database(&self.name)
+    }
+
+    /// Drops the database (a failed test leaves it for `test/local-services.sh down`).
+    async fn drop(self) {
+        let mut conn = PgConnection::connect_with(&self.admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name)).execute(&mut conn).await.unwrap();
+    }
 }
 
 fn event(id: &str, correlation: &str, event_type: &str) -> AuditEvent {
@@ -131,7 +148,8 @@ async fn bad_limit_is_rejected() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by cargo xtask test"]
 async fn readiness_follows_migrations_and_migrate_is_idempotent() {
-    let opts = fresh_database().await;
+    let db = TestDb::create().await;
+    let opts = db.opts();
     let pool = db::lazy_pool(opts.clone());
     let base = serve(pool.clone()).await;
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
@@ -142,12 +160,14 @@ async fn readiness_follows_migrations_and_migrate_is_idempotent() {
     db::migrate(&migrate_pool).await.unwrap();
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    db.drop().await;
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by cargo xtask test"]
 async fn events_are_stored_once_and_queried_by_filters() {
-    let opts = fresh_database().await;
+    let db = TestDb::create().await;
+    let opts = db.opts();
     let pool = db::connect_with_retry(opts, Duration::from_secs(10)).await.unwrap();
     db::migrate(&pool).await.unwrap();
     let base = serve(pool).await;
@@ -187,4 +207,5 @@ async fn events_are_stored_once_and_queried_by_filters() {
     assert_eq!(stored.data, json!({"alert": "HighCPU"}));
     assert_eq!(stored.resource.as_deref(), Some("RemediationRequest/rr-1"));
     assert_eq!(stored.outcome, Outcome::Success);
+    db.drop().await;
 }
