@@ -29,7 +29,9 @@ impl Env {
     pub fn get() -> Env {
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: E2E specs run against a deployed environment; use `cargo xtask e2e <service>`")
+                panic!(
+                    "{name} is not set: E2E specs run against a deployed environment; use `cargo xtask e2e <service>`"
+                )
             })
         };
         Env {
@@ -50,7 +52,8 @@ impl Env {
 
     pub async fn client(&self) -> kube::Client {
         let kc = Kubeconfig::read_from(&self.kubeconfig).expect("readable kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
         kube::Client::try_from(config).expect("kube client")
     }
 
@@ -82,4 +85,60 @@ where
 /// An HTTP client with a short timeout, for talking to exposed services.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
+}
+
+/// Label that ties an object to a run; the xtask deletes every namespace carrying its run's id.
+pub const RUN_LABEL: &str = "remedy.dev/run-id";
+
+/// Creates a namespace with `labels` (and the run label, so teardown removes it).
+pub async fn namespace(env: &Env, client: &kube::Client, name: &str, labels: &[(&str, &str)]) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let mut all: std::collections::BTreeMap<String, String> =
+        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    all.insert(RUN_LABEL.to_owned(), env.run_id.clone());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), labels: Some(all), ..Default::default() },
+        ..Default::default()
+    };
+    kube::Api::<Namespace>::all(client.clone()).create(&Default::default(), &ns).await.expect("create namespace");
+}
+
+/// The image the named Deployment of the environment runs.
+pub async fn image_of(env: &Env, client: &kube::Client, deployment: &str) -> String {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let d =
+        kube::Api::<Deployment>::namespaced(client.clone(), &env.namespace).get(deployment).await.expect("deployment");
+    d.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.image)
+        .expect("an image")
+}
+
+/// Deletes the pods of a Deployment (the `app.kubernetes.io/name` label), as a crash would.
+pub async fn restart(env: &Env, client: &kube::Client, app: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), &env.namespace);
+    let selector = format!("app.kubernetes.io/name={app}");
+    pods.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&selector))
+        .await
+        .expect("delete pods");
+}
+
+/// The audit events of one correlation id, from the environment's datastorage.
+pub async fn audit_events(env: &Env, correlation: &str) -> Vec<serde_json::Value> {
+    let url = format!("{}/api/v1/audit/events", env.url("datastorage"));
+    let Ok(response) = http().get(url).query(&[("correlation_id", correlation)]).send().await else {
+        return Vec::new();
+    };
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    body["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the correlation id has an audit event of `event_type`.
+pub async fn audit_event(env: &Env, correlation: &str, event_type: &str) -> serde_json::Value {
+    eventually(&format!("audit event {event_type} for {correlation}"), Duration::from_secs(60), || async {
+        audit_events(env, correlation).await.into_iter().find(|e| e["event_type"] == event_type)
+    })
+    .await
 }

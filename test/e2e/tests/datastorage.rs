@@ -78,7 +78,8 @@ async fn malformed_events_are_refused_and_not_stored() {
     let base = env.url("datastorage");
     let correlation = env.unique("corr");
     let url = format!("{base}/api/v1/audit/events");
-    let broken = http().post(&url).header("content-type", "application/json").body("{\"event_id\": ").send().await.unwrap();
+    let broken =
+        http().post(&url).header("content-type", "application/json").body("{\"event_id\": ").send().await.unwrap();
     assert_eq!(broken.status(), 400);
     assert!(broken.json::<Value>().await.unwrap()["error"].is_string());
     let mut missing = serde_json::to_value(event(&env, &correlation)).unwrap();
@@ -107,7 +108,8 @@ async fn events_filter_by_type() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
     assert_eq!(types, ["e2e.spec.other"]);
 }
 
@@ -115,7 +117,10 @@ async fn events_filter_by_type() {
 async fn the_migration_job_ran_once_and_succeeded() {
     let env = Env::get();
     let jobs: Api<Job> = Api::namespaced(env.client().await, &env.namespace);
-    let job = eventually("the migrate job", Duration::from_secs(10), || async { jobs.get_opt("datastorage-migrate").await.ok().flatten() }).await;
+    let job = eventually("the migrate job", Duration::from_secs(10), || async {
+        jobs.get_opt("datastorage-migrate").await.ok().flatten()
+    })
+    .await;
     let status = job.status.unwrap_or_default();
     assert_eq!(status.succeeded, Some(1));
     assert_eq!(status.failed.unwrap_or(0), 0);

@@ -21,7 +21,8 @@ fn webhook(alerts: Vec<Value>) -> Value {
 }
 
 async fn post(env: &Env, body: &Value) -> (u16, Value) {
-    let response = http().post(format!("{}/api/v1/signals/prometheus", env.url("gateway"))).json(body).send().await.unwrap();
+    let response =
+        http().post(format!("{}/api/v1/signals/prometheus", env.url("gateway"))).json(body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -68,7 +69,8 @@ async fn every_alert_of_a_payload_gets_its_own_request() {
     let alerts: Vec<Value> = (0..3).map(|_| alert(&env.unique("Burst"), &env.namespace, "firing")).collect();
     let (status, body) = post(&env, &webhook(alerts)).await;
     assert_eq!(status, 201);
-    let names: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["remediation_request"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        body["results"].as_array().unwrap().iter().map(|r| r["remediation_request"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 3);
     let api = rrs(&env).await;
     for name in names {
@@ -106,7 +108,15 @@ async fn each_accepted_signal_has_its_audit_event_in_datastorage() {
     let correlation = body["results"][0]["remediation_request"].as_str().unwrap().to_owned();
     let events_url = format!("{}/api/v1/audit/events", env.url("datastorage"));
     let events = eventually("the gateway.signal.received audit event", Duration::from_secs(30), || async {
-        let found: Value = http().get(&events_url).query(&[("correlation_id", correlation.as_str())]).send().await.ok()?.json().await.ok()?;
+        let found: Value = http()
+            .get(&events_url)
+            .query(&[("correlation_id", correlation.as_str())])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         let events = found["events"].as_array()?.clone();
         (!events.is_empty()).then_some(events)
     })

@@ -399,21 +399,38 @@ pub async fn save_diagnostics(client: &Client, ns: &str, dir: &Utf8Path) -> anyh
     Ok(())
 }
 
-/// Deletes the namespace and waits until it is gone.
-pub async fn delete_namespace(client: &Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Deletes the run's namespace and every namespace its specs made (labelled with the run id),
+/// and waits until they are gone.
+pub async fn delete_namespaces(
+    client: &Client,
+    ns: &str,
+    run_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(ns).await?.is_none() {
-        return Ok(());
+    let labelled = api.list(&ListParams::default().labels(&format!("remedy.dev/run-id={run_id}"))).await?;
+    let mut names: Vec<String> = labelled.items.iter().map(|n| n.name_any()).collect();
+    if !names.iter().any(|n| n == ns) && api.get_opt(ns).await?.is_some() {
+        names.push(ns.to_owned());
     }
-    api.delete(ns, &DeleteParams::background()).await.with_context(|| format!("cannot delete namespace {ns}"))?;
-    let deadline = Instant::now() + timeout;
-    while api.get_opt(ns).await?.is_some() {
-        if Instant::now() > deadline {
-            bail!("namespace {ns} still terminating after {}s", timeout.as_secs());
+    for name in &names {
+        match api.delete(name, &DeleteParams::background()).await {
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            result => {
+                result.with_context(|| format!("cannot delete namespace {name}"))?;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(())
+    let deadline = Instant::now() + timeout;
+    for name in &names {
+        while api.get_opt(name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("namespace {name} still terminating after {}s", timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(names)
 }
 
 /// Labels as `k=v,k2=v2`, for selectors.

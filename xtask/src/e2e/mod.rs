@@ -225,8 +225,8 @@ async fn teardown(
             if keep {
                 done.push(format!("kept namespace {ns}"));
             } else {
-                kube::delete_namespace(client, ns, NAMESPACE_DELETE_TIMEOUT).await?;
-                done.push(format!("deleted namespace {ns}"));
+                let deleted = kube::delete_namespaces(client, ns, &settings.run_id, NAMESPACE_DELETE_TIMEOUT).await?;
+                done.push(format!("deleted namespaces {}", deleted.join(", ")));
             }
         }
     }
