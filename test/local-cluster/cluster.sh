@@ -16,7 +16,7 @@ IMAGE_REDIS="${REMEDY_IMAGE_REDIS:-localhost/remedy/redis:7}"
 IMAGE_BUSYBOX="${REMEDY_IMAGE_BUSYBOX:-localhost/remedy/busybox:latest}"
 K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 APT_PACKAGES_BUILD="golang-go dpkg-dev rsync make gcc libc6-dev"
-APT_PACKAGES_RUN="etcd-server docker.io runc socat conntrack iptables jq curl openssl debootstrap dnsmasq-base busybox-static ca-certificates"
+APT_PACKAGES_RUN="etcd-server docker.io runc socat conntrack iptables iproute2 jq curl openssl debootstrap dnsmasq-base busybox-static ca-certificates"
 
 STEP="init"
 log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -98,12 +98,16 @@ resolve_bin() {
     BIN="$K8S_CACHE/$v/bin"
 }
 
+# Bumped whenever the build recipe (patches, flags) changes; stored in bin/.complete.
+BUILD_REV=2
+cached() { [ "$(cat "$BIN/.complete" 2>/dev/null || true)" = "rev $BUILD_REV" ]; }
+
 # Builds the five binaries and the pause binary once per source version into $BIN.
 build() {
     resolve_bin
-    if [ -f "$BIN/.complete" ]; then log "binaries cached in $BIN"; return 0; fi
+    if cached; then log "binaries cached in $BIN"; return 0; fi
     lock_cache
-    if [ -f "$BIN/.complete" ]; then log "binaries cached in $BIN"; return 0; fi
+    if cached; then log "binaries cached in $BIN"; return 0; fi
     ensure_packages $APT_PACKAGES_BUILD
     local work="$K8S_CACHE/$K8S_VERSION/work"
     local t0=$SECONDS
@@ -130,6 +134,19 @@ build() {
         case "$f" in *_test.go) ;; *) cp "$f" "$V/json-iterator/go/" ;; esac
     done
 
+    # Go >= 1.16 makes reflect.Zero share one pointer, so this check treats "" and 0 as null and
+    # rejects empty strings in custom resources and CRD defaults (kubernetes#99804). Upstream fix
+    # (kube-openapi#230, Kubernetes 1.21): drop the zero-value test.
+    step "patch vendored kube-openapi/go-openapi zero-value check (Go >= 1.16 fix)"
+    local tf zero='if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
+    for tf in "$work/src/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go" \
+              "$work/src/vendor/github.com/go-openapi/validate/type.go"; do
+        [ -f "$tf" ] || continue
+        grep -qF "$zero" "$tf" || fail "expected zero-value check not found in $tf"
+        sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$tf"
+        grep -qF "$zero" "$tf" && fail "could not patch $tf"
+    done
+
     step "make WHAT=cmd/{${K8S_BINARIES// /,}} (Go build, ~6 min on 2 cores; log: $work/make.log)"
     local what="" b
     for b in $K8S_BINARIES; do what="$what cmd/$b"; done
@@ -145,7 +162,7 @@ build() {
     rm -rf "$BIN.tmp"; mkdir -p "$BIN.tmp"
     for b in $K8S_BINARIES; do cp "$work/src/_output/local/bin/linux/amd64/$b" "$BIN.tmp/"; done
     cp "$work/pause" "$BIN.tmp/pause"
-    touch "$BIN.tmp/.complete"
+    echo "rev $BUILD_REV" >"$BIN.tmp/.complete"
     rm -rf "$BIN"; mv "$BIN.tmp" "$BIN"
     # The tree and Go caches are ~2.5 GB of small files; delete them in the background.
     local trash="$K8S_CACHE/.trash.$$"

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, LogParams, Patch, PatchParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, LogParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
@@ -32,10 +33,7 @@ fn state_dir() -> PathBuf {
 
 fn cluster(cmd: &str) -> Result<Duration> {
     let start = Instant::now();
-    let status = Command::new(script())
-        .arg(cmd)
-        .status()
-        .with_context(|| format!("running cluster.sh {cmd}"))?;
+    let status = Command::new(script()).arg(cmd).status().with_context(|| format!("running cluster.sh {cmd}"))?;
     ensure!(status.success(), "cluster.sh {cmd} failed: {status}");
     Ok(start.elapsed())
 }
@@ -62,9 +60,8 @@ fn cluster_processes() -> BTreeSet<(u32, String)> {
         if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) {
             continue;
         }
-        let exe = std::fs::read_link(entry.path().join("exe"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let exe =
+            std::fs::read_link(entry.path().join("exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let cmdline = std::fs::read(entry.path().join("cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
@@ -83,8 +80,7 @@ fn cluster_processes() -> BTreeSet<(u32, String)> {
                 | "containerd-shim-runc-v2"
                 | "dnsmasq"
                 | "runc"
-        )
-            || cmdline.contains("dns-sync.sh")
+        ) || cmdline.contains("dns-sync.sh")
             || cmdline.contains("runc-clamp");
         if ours {
             found.insert((pid, format!("{exe} {cmdline}")));
@@ -105,18 +101,13 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let pp = PatchParams::apply(MANAGER).force();
-    api.patch(name, &pp, &Patch::Apply(&body))
-        .await
-        .with_context(|| format!("server-side apply of {name}"))
+    api.patch(name, &pp, &Patch::Apply(&body)).await.with_context(|| format!("server-side apply of {name}"))
 }
 
 /// Waits until the pod has finished and returns (succeeded, logs).
 async fn pod_result(pods: &Api<Pod>, name: &str, timeout: Duration) -> Result<(bool, String)> {
     let cond = |p: Option<&Pod>| {
-        matches!(
-            p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+        matches!(p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
     };
     let pod = tokio::time::timeout(timeout, await_condition(pods.clone(), name, cond))
         .await
@@ -158,6 +149,8 @@ async fn local_cluster_smoke() -> Result<()> {
     let busybox = cluster_env("REMEDY_IMAGE_BUSYBOX")?;
     let base = cluster_env("REMEDY_IMAGE_BASE")?;
 
+    check_crd_empty_strings(&client).await?;
+
     let namespaces: Api<Namespace> = Api::all(client.clone());
     apply(&namespaces, &ns, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
 
@@ -185,18 +178,28 @@ async fn local_cluster_smoke() -> Result<()> {
         }
     })).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    apply(&services, "web", json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}
-    })).await?;
+    apply(
+        &services,
+        "web",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+        }),
+    )
+    .await?;
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-    apply(&bindings, "default-view", json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "default-view", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
-    })).await?;
+    apply(
+        &bindings,
+        "default-view",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "default-view", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
+        }),
+    )
+    .await?;
 
     let rollout = Instant::now();
     tokio::time::timeout(
@@ -258,27 +261,42 @@ async fn local_cluster_smoke() -> Result<()> {
     let postgres = cluster_env("REMEDY_IMAGE_POSTGRES")?;
     let redis = cluster_env("REMEDY_IMAGE_REDIS")?;
     for (name, image, port, env) in [
-        ("postgres", &postgres, 5432, json!([
-            {"name": "POSTGRES_USER", "value": "smoke"},
-            {"name": "POSTGRES_PASSWORD", "value": "smoke-pw"},
-            {"name": "POSTGRES_DB", "value": "smokedb"},
-            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
-        ])),
+        (
+            "postgres",
+            &postgres,
+            5432,
+            json!([
+                {"name": "POSTGRES_USER", "value": "smoke"},
+                {"name": "POSTGRES_PASSWORD", "value": "smoke-pw"},
+                {"name": "POSTGRES_DB", "value": "smokedb"},
+                {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
+            ]),
+        ),
         ("redis", &redis, 6379, json!([])),
     ] {
-        apply(&pods, name, json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-            "spec": {"containers": [{
-                "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
-                "ports": [{"containerPort": port, "protocol": "TCP"}]
-            }]}
-        })).await?;
-        apply(&services, name, json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"selector": {"app": name}, "ports": [{"port": port, "protocol": "TCP"}]}
-        })).await?;
+        apply(
+            &pods,
+            name,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
+                    "ports": [{"containerPort": port, "protocol": "TCP"}]
+                }]}
+            }),
+        )
+        .await?;
+        apply(
+            &services,
+            name,
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"selector": {"app": name}, "ports": [{"port": port, "protocol": "TCP"}]}
+            }),
+        )
+        .await?;
     }
     let retry = |cmd: &str| format!("for i in $(seq 1 60); do if {cmd}; then exit 0; fi; sleep 1; done; exit 1");
     apply(&pods, "data-client", json!({
@@ -332,8 +350,68 @@ async fn local_cluster_smoke() -> Result<()> {
     }
     let mounts = std::fs::read_to_string("/proc/mounts")?;
     let prefix = format!("{}/", state_dir().display());
-    let left_mounts: Vec<_> = mounts.lines().filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&prefix))).collect();
+    let left_mounts: Vec<_> =
+        mounts.lines().filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&prefix))).collect();
     ensure!(left_mounts.is_empty(), "mounts left after down: {left_mounts:#?}");
+    Ok(())
+}
+
+/// A CRD with `default: ""` and a custom resource with empty-string and zero fields: rejected as
+/// "null" by 1.20 built with Go >= 1.16 unless the vendored kube-openapi check is patched.
+async fn check_crd_empty_strings(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "things.smoke.remedy.dev";
+    apply(
+        &crds,
+        name,
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {
+                "group": "smoke.remedy.dev",
+                "names": {"kind": "Thing", "plural": "things", "singular": "thing", "listKind": "ThingList"},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                        "type": "object",
+                        "properties": {
+                            "empty": {"type": "string"},
+                            "zero": {"type": "integer"},
+                            "defaulted": {"type": "string", "default": ""}
+                        }
+                    }}}}
+                }]
+            }
+        }),
+    )
+    .await?;
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, name, conditions::is_crd_established()))
+        .await
+        .context("CRD not established within 30 s")??;
+    let resource = ApiResource {
+        group: "smoke.remedy.dev".into(),
+        version: "v1".into(),
+        api_version: "smoke.remedy.dev/v1".into(),
+        kind: "Thing".into(),
+        plural: "things".into(),
+    };
+    let things: Api<DynamicObject> = Api::default_namespaced_with(client.clone(), &resource);
+    let thing = apply(
+        &things,
+        "one",
+        json!({
+            "apiVersion": "smoke.remedy.dev/v1", "kind": "Thing",
+            "metadata": {"name": "one"},
+            "spec": {"empty": "", "zero": 0}
+        }),
+    )
+    .await?;
+    ensure!(
+        thing.data["spec"] == json!({"empty": "", "zero": 0, "defaulted": ""}),
+        "custom resource not stored as sent and defaulted: {}",
+        thing.data
+    );
     Ok(())
 }
 
