@@ -163,12 +163,7 @@ impl Executor for RealExecutor {
     async fn run_async(&self, task: &Task, cx: &TaskCx) -> anyhow::Result<Outcome> {
         for step in &task.steps {
             match step {
-                Step::Kube(op) => {
-                    self.kube_op(op, &cx.log).await.map_err(|err| {
-                        let _ = append(&cx.log, &format!("error: {err:#}"));
-                        err
-                    })?;
-                }
+                Step::Kube(op) => self.kube_op(op, &cx.log).await?,
                 other => bail!("{}: step `{other}` does not belong in an API task", task.id),
             }
         }

@@ -32,6 +32,23 @@ const BROKEN: [&str; 6] = [
     "CreateContainerConfigError",
 ];
 
+/// Like anyhow's `with_context`, but an API error becomes the server's own message instead of
+/// its whole status object.
+trait Explain<T> {
+    fn explain(self, what: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T> Explain<T> for Result<T, kube::Error> {
+    fn explain(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|err| match err {
+            kube::Error::Api(status) => {
+                format_err!("{}: {} ({} {})", what(), status.message, status.code, status.reason)
+            }
+            other => anyhow::Error::new(other).context(what()),
+        })
+    }
+}
+
 /// A client for the cluster of `kubeconfig`, never the user's default config.
 pub async fn client(kubeconfig: &Utf8Path) -> anyhow::Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
@@ -42,7 +59,7 @@ pub async fn client(kubeconfig: &Utf8Path) -> anyhow::Result<Client> {
 }
 
 pub async fn server_version(client: &Client) -> anyhow::Result<String> {
-    let info = client.apiserver_version().await.context("the API server does not answer")?;
+    let info = client.apiserver_version().await.explain(|| "the API server does not answer".to_owned())?;
     Ok(info.git_version)
 }
 
@@ -64,7 +81,7 @@ pub fn parse(path: &Utf8Path, text: &str) -> anyhow::Result<Vec<DynamicObject>> 
 /// Server-side applies every object, Namespaces and CRDs first, namespaced ones into `ns`.
 /// Returns one line per object for the task log.
 pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -> anyhow::Result<Vec<String>> {
-    let discovery = Discovery::new(client.clone()).run().await.context("API discovery failed")?;
+    let discovery = Discovery::new(client.clone()).run().await.explain(|| "API discovery failed".to_owned())?;
     let rank = |o: &DynamicObject| match o.types.as_ref().map(|t| t.kind.as_str()) {
         Some("Namespace") => 0,
         Some("CustomResourceDefinition") => 1,
@@ -86,7 +103,7 @@ pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -
         };
         api.patch(&name, &params, &Patch::Apply(&obj))
             .await
-            .with_context(|| format!("server-side apply of {}/{name} failed", types.kind))?;
+            .explain(|| format!("server-side apply of {}/{name} failed", types.kind))?;
         applied.push(format!("applied {}/{name}", types.kind));
     }
     Ok(applied)
@@ -104,7 +121,7 @@ pub async fn namespace(client: &Client, ns: &str, run_id: &str, password: &str) 
     namespaces
         .patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
         .await
-        .context("cannot create the namespace")?;
+        .explain(|| "cannot create the namespace".to_owned())?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
@@ -115,7 +132,7 @@ pub async fn namespace(client: &Client, ns: &str, run_id: &str, password: &str) 
     secrets
         .patch("postgresql-credentials", &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
         .await
-        .context("cannot create Secret postgresql-credentials")?;
+        .explain(|| "cannot create Secret postgresql-credentials".to_owned())?;
     Ok(())
 }
 
@@ -148,7 +165,7 @@ pub async fn rollout(client: &Client, ns: &str, name: &str, timeout: Duration) -
     let deadline = Instant::now() + timeout;
     let mut broken_since = HashMap::new();
     loop {
-        let deployment = api.get(name).await.with_context(|| format!("cannot read deployment/{name}"))?;
+        let deployment = api.get(name).await.explain(|| format!("cannot read deployment/{name}"))?;
         let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let status = deployment.status.clone().unwrap_or_default();
         let current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(1);
@@ -181,7 +198,7 @@ pub async fn job_complete(client: &Client, ns: &str, name: &str, timeout: Durati
     let selector = format!("job-name={name}");
     let mut broken_since = HashMap::new();
     loop {
-        let job = api.get(name).await.with_context(|| format!("cannot read job/{name}"))?;
+        let job = api.get(name).await.explain(|| format!("cannot read job/{name}"))?;
         let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
         let holds = |kind: &str| conditions.iter().any(|c| c.type_ == kind && c.status == "True");
         if holds("Complete") {
@@ -301,7 +318,7 @@ pub async fn expose(
     node_port: Option<u16>,
 ) -> anyhow::Result<i32> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let svc = services.get(service).await.with_context(|| format!("cannot read service/{service}"))?;
+    let svc = services.get(service).await.explain(|| format!("cannot read service/{service}"))?;
     let spec = svc.spec.unwrap_or_default();
     let port = spec
         .ports
@@ -327,7 +344,7 @@ pub async fn expose(
     let applied = services
         .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&exposed))
         .await
-        .with_context(|| format!("cannot create service/{name}"))?;
+        .explain(|| format!("cannot create service/{name}"))?;
     applied
         .spec
         .and_then(|s| s.ports)
@@ -417,7 +434,7 @@ pub async fn delete_namespaces(
         match api.delete(name, &DeleteParams::background()).await {
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             result => {
-                result.with_context(|| format!("cannot delete namespace {name}"))?;
+                result.explain(|| format!("cannot delete namespace {name}"))?;
             }
         }
     }
