@@ -140,3 +140,21 @@ pub fn retry_after_error<K: kube::Resource, C>(
 pub fn is_api_code(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
+
+/// The namespace a controller is limited to: `WATCH_NAMESPACE`, or `None` (all namespaces)
+/// when unset or empty.
+pub fn watch_namespace() -> Option<String> {
+    std::env::var("WATCH_NAMESPACE").ok().filter(|ns| !ns.is_empty())
+}
+
+/// An API for `K` in `namespace`, or across all namespaces when `None`.
+pub fn scoped_api<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    }
+}

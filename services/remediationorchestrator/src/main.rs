@@ -1,7 +1,8 @@
 //! The remediationorchestrator controller. Configuration from the environment:
-//! `LISTEN_ADDR` (0.0.0.0:8080, health endpoints), `DATASTORAGE_URL`
-//! (http://datastorage:8080), `DEFAULT_WORKFLOW_IMAGE` and `DEFAULT_WORKFLOW_COMMAND` (a JSON
-//! array of strings) for requests that name no workflow.
+//! `LISTEN_ADDR` (0.0.0.0:8080, health endpoints), `WATCH_NAMESPACE` (one namespace; all
+//! namespaces when unset), `DATASTORAGE_URL` (http://datastorage:8080),
+//! `DEFAULT_WORKFLOW_IMAGE` and `DEFAULT_WORKFLOW_COMMAND` (a JSON array of strings) for
+//! requests that name no workflow.
 
 mod plan;
 mod reconcile;
@@ -10,14 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use kube::{
-    Api,
-    runtime::{Controller, watcher},
-};
+use kube::runtime::{Controller, watcher};
 use remedy_api::{
     RemediationRequest, SignalProcessing, WorkflowExecution, WorkflowTemplate,
     audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, retry_after_error},
+    runtime::{self, apiserver_ready, env_or, retry_after_error, scoped_api, watch_namespace},
 };
 
 fn default_workflow() -> anyhow::Result<Option<WorkflowTemplate>> {
@@ -41,10 +39,12 @@ async fn main() -> anyhow::Result<()> {
     runtime::spawn_health(addr, apiserver_ready(client.clone()));
 
     tracing::info!(default_workflow = ?default_workflow, "starting remediationorchestrator controller");
+    let ns = watch_namespace();
+    tracing::info!(namespace = ns.as_deref().unwrap_or("<all>"), "watching");
     let ctx = Arc::new(reconcile::Context { client: client.clone(), audit, default_workflow });
-    Controller::new(Api::<RemediationRequest>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<SignalProcessing>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<WorkflowExecution>::all(client), watcher::Config::default())
+    Controller::new(scoped_api::<RemediationRequest>(client.clone(), ns.as_deref()), watcher::Config::default())
+        .owns(scoped_api::<SignalProcessing>(client.clone(), ns.as_deref()), watcher::Config::default())
+        .owns(scoped_api::<WorkflowExecution>(client, ns.as_deref()), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile::reconcile, retry_after_error, ctx)
         .for_each(|result| async move {

@@ -1,5 +1,6 @@
 //! The workflowexecution controller. Configuration from the environment: `LISTEN_ADDR`
-//! (0.0.0.0:8080, health endpoints) and `DATASTORAGE_URL` (http://datastorage:8080).
+//! (0.0.0.0:8080, health endpoints), `DATASTORAGE_URL` (http://datastorage:8080) and
+//! `WATCH_NAMESPACE` (one namespace; all namespaces when unset).
 
 mod plan;
 mod reconcile;
@@ -9,14 +10,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::{
-    Api,
-    runtime::{Controller, watcher},
-};
+use kube::runtime::{Controller, watcher};
 use remedy_api::{
     WorkflowExecution,
     audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, retry_after_error},
+    runtime::{self, apiserver_ready, env_or, retry_after_error, scoped_api, watch_namespace},
 };
 
 #[tokio::main]
@@ -28,10 +26,12 @@ async fn main() -> anyhow::Result<()> {
     runtime::spawn_health(addr, apiserver_ready(client.clone()));
 
     tracing::info!("starting workflowexecution controller");
+    let ns = watch_namespace();
+    tracing::info!(namespace = ns.as_deref().unwrap_or("<all>"), "watching");
     let ctx = Arc::new(reconcile::Context { client: client.clone(), audit });
     let jobs = watcher::Config::default().labels(plan::WE_LABEL);
-    Controller::new(Api::<WorkflowExecution>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Job>::all(client), jobs)
+    Controller::new(scoped_api::<WorkflowExecution>(client.clone(), ns.as_deref()), watcher::Config::default())
+        .owns(scoped_api::<Job>(client, ns.as_deref()), jobs)
         .shutdown_on_signal()
         .run(reconcile::reconcile, retry_after_error, ctx)
         .for_each(|result| async move {
