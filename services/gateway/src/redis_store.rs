@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 /// Longest wait for one Redis operation.
@@ -28,7 +28,14 @@ impl RedisStore {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                timed(ConnectionManager::new(self.client.clone())).await.context("connecting to Redis")
+                // Fail fast when Redis is down: the request answers 503 and Alertmanager retries.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(OP_TIMEOUT));
+                timed(ConnectionManager::new_with_config(self.client.clone(), config))
+                    .await
+                    .context("connecting to Redis")
             })
             .await?;
         Ok(conn.clone())
