@@ -44,9 +44,8 @@ pub struct AppState<S> {
     pub dedup_window_seconds: u64,
 }
 
-/// What happened to one alert.
+/// What happened to one alert (snake_case keys, like the audit API).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
 pub struct SignalResult {
     /// `created`, `duplicate`, `ignored` (resolved alerts) or `rejected` (see `reason`).
     pub status: String,
@@ -172,7 +171,7 @@ async fn duplicate<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Res
     let name = signal.rr_name();
     for _ in 0..CREATION_WAIT_ROUNDS {
         if let Some(count) = st.store.record_occurrence(&signal.namespace, &name, &now_rfc3339()).await? {
-            audit(st, signal, "gateway.signal.deduplicated", json!({"occurrenceCount": count})).await?;
+            audit(st, signal, "gateway.signal.deduplicated", json!({"occurrence_count": count})).await?;
             return Ok(result(signal, "duplicate", Some(count)));
         }
         // A concurrent first delivery holds the claim and may still be creating it.

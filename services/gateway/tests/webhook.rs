@@ -256,7 +256,7 @@ async fn new_signal_creates_then_duplicates_are_counted_and_audited() {
     let (status, body) = h.post(webhook(json!([alert("HighCPU", "firing")]))).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate");
-    assert_eq!(body["results"][0]["occurrenceCount"], 2);
+    assert_eq!(body["results"][0]["occurrence_count"], 2);
     assert_eq!(h.store.count("shop", &r.remediation_request), Some(2));
 
     wait_for(async || h.ds.events.lock().unwrap().len() == 2).await;
@@ -344,7 +344,7 @@ async fn existing_resource_after_window_counts_as_occurrence() {
     h.redis.release(&fingerprint).await.unwrap(); // the window expires
     let (status, body) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body["results"][0]["occurrenceCount"], 2);
+    assert_eq!(body["results"][0]["occurrence_count"], 2);
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ pub fn terminal_event(rr: &RemediationRequest, status: &RemediationRequestStatus
             "environment": status.environment,
             "priority": status.priority,
             "message": status.message,
-            "signalName": rr.spec.signal_name,
+            "signal_name": rr.spec.signal_name,
         }),
     })
 }

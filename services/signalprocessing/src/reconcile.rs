@@ -90,7 +90,7 @@ pub fn audit_event(sp: &SignalProcessing, status: &SignalProcessingStatus) -> Au
             "environment": status.environment,
             "priority": status.priority,
             "severity": sp.spec.severity,
-            "targetNamespace": sp.spec.target_namespace,
+            "target_namespace": sp.spec.target_namespace,
             "message": status.message,
         }),
     }
