@@ -79,6 +79,16 @@ fn check_containers(file: &Path, containers: &[Container], need_probes: bool) {
             assert!(c.liveness_probe.is_some(), "{}: liveness probe", file.display());
             assert!(ready.initial_delay_seconds.unwrap_or(0) <= 2, "{}: keep readiness delay small", file.display());
         }
+        for port in c.ports.iter().flatten() {
+            // Server-side apply on Kubernetes 1.20 refuses list entries without their key fields.
+            assert_eq!(
+                port.protocol.as_deref(),
+                Some("TCP"),
+                "{}: containerPort {} needs protocol",
+                file.display(),
+                port.container_port
+            );
+        }
         for env in c.env.iter().flatten() {
             if env.name.contains("PASSWORD") {
                 let secret = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
@@ -126,7 +136,16 @@ fn manifests_are_valid_objects_with_only_known_placeholders() {
                     check_containers(&file, &pod.containers, false);
                 }
                 "Service" => {
-                    parse::<Service>(&file, doc);
+                    let svc: Service = parse(&file, doc);
+                    for port in svc.spec.and_then(|s| s.ports).unwrap_or_default() {
+                        assert_eq!(
+                            port.protocol.as_deref(),
+                            Some("TCP"),
+                            "{}: Service port {} needs protocol",
+                            file.display(),
+                            port.port
+                        );
+                    }
                 }
                 "ServiceAccount" => {
                     parse::<ServiceAccount>(&file, doc);
