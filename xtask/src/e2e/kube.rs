@@ -438,12 +438,17 @@ pub async fn delete_namespaces(
             }
         }
     }
+    // A throwaway environment's pods need no grace period: without this, a container that
+    // ignores SIGTERM holds its namespace for 30 s.
+    let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
     let deadline = Instant::now() + timeout;
     for name in &names {
         while api.get_opt(name).await?.is_some() {
             if Instant::now() > deadline {
                 bail!("namespace {name} still terminating after {}s", timeout.as_secs());
             }
+            let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+            let _ = pods.delete_collection(&now, &ListParams::default()).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }

@@ -19,6 +19,6 @@ mod tests {
         let plan = Service::Datastorage.plan(&kind()).unwrap();
         assert!(plan.index_of(ids::CRDS).is_none());
         assert!(plan.index_of(ids::REDIS).is_none());
-        assert_eq!(deps_of(&plan, ids::SPECS), ["datastorage"]);
+        assert_eq!(deps_of(&plan, ids::SPECS), ["build-specs", "datastorage"]);
     }
 }

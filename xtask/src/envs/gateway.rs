@@ -33,6 +33,7 @@ mod tests {
         assert_eq!(deps_of(&plan, ids::MIGRATIONS), ["load-image-datastorage", ids::POSTGRESQL]);
         assert_eq!(deps_of(&plan, "datastorage"), ["load-image-datastorage", ids::MIGRATIONS]);
         assert_eq!(deps_of(&plan, "gateway"), ["crds", "datastorage", "load-image-gateway", "namespace", "redis"]);
-        assert_eq!(deps_of(&plan, ids::SPECS), ["gateway"]);
+        assert_eq!(deps_of(&plan, ids::BUILD_SPECS), [ids::BINARIES]);
+        assert_eq!(deps_of(&plan, ids::SPECS), [ids::BUILD_SPECS, "gateway"]);
     }
 }

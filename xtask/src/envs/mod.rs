@@ -144,6 +144,7 @@ pub mod ids {
     pub const POSTGRESQL: &str = "postgresql";
     pub const REDIS: &str = "redis";
     pub const MIGRATIONS: &str = "migrations";
+    pub const BUILD_SPECS: &str = "build-specs";
     pub const SPECS: &str = "specs";
 }
 
@@ -400,7 +401,21 @@ impl Env<'_> {
     /// The service's E2E suite, once everything it talks to is up.
     fn specs(&mut self, suite: &str, deps: &[&str]) {
         let s = self.settings;
-        let mut cmd = Command::new("cargo", ["test", "--locked", "--package", "remedy-e2e", "--test", suite])
+        let suite_args = ["--locked", "--package", "remedy-e2e", "--test", suite];
+        // Compiled while the environment comes up, so the specs task only runs them. After the
+        // binaries: both are cargo, which builds one thing at a time anyway.
+        let mut build = vec!["test", "--no-run"];
+        build.extend(suite_args);
+        self.add(
+            Task::new(ids::BUILD_SPECS, Phase::Tests, Kind::Build)
+                .after(&[ids::BINARIES])
+                .stage(stage::IMAGES_AND_INFRA)
+                .estimate(20)
+                .run(Command::new("cargo", build)),
+        );
+        let mut run = vec!["test"];
+        run.extend(suite_args);
+        let mut cmd = Command::new("cargo", run)
             .env("REMEDY_E2E_KUBECONFIG", s.kubeconfig().as_str())
             .env("REMEDY_E2E_NAMESPACE", &s.namespace)
             .env("REMEDY_E2E_RUN_ID", &s.run_id);
@@ -408,7 +423,12 @@ impl Env<'_> {
             cmd = cmd.env(format!("REMEDY_E2E_{}", e.var()), format!("${{{}}}", e.var()));
         }
         self.add(
-            Task::new(ids::SPECS, Phase::Tests, Kind::Process).after(deps).stage(stage::SPECS).estimate(30).run(cmd),
+            Task::new(ids::SPECS, Phase::Tests, Kind::Process)
+                .after(deps)
+                .after(&[ids::BUILD_SPECS])
+                .stage(stage::SPECS)
+                .estimate(10)
+                .run(cmd),
         );
     }
 }

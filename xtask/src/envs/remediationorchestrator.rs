@@ -34,7 +34,7 @@ mod tests {
         );
         assert_eq!(
             deps_of(&plan, ids::SPECS),
-            ["datastorage", "remediationorchestrator", "signalprocessing", "workflowexecution"]
+            ["build-specs", "datastorage", "remediationorchestrator", "signalprocessing", "workflowexecution"]
         );
     }
 }

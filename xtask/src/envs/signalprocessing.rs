@@ -21,6 +21,6 @@ mod tests {
     fn controller_does_not_wait_for_datastorage() {
         let plan = Service::Signalprocessing.plan(&kind()).unwrap();
         assert_eq!(deps_of(&plan, "signalprocessing"), ["crds", "load-image-signalprocessing", "namespace"]);
-        assert_eq!(deps_of(&plan, ids::SPECS), ["datastorage", "signalprocessing"]);
+        assert_eq!(deps_of(&plan, ids::SPECS), ["build-specs", "datastorage", "signalprocessing"]);
     }
 }

@@ -20,6 +20,6 @@ mod tests {
     fn specs_wait_for_the_controller_and_datastorage() {
         let plan = Service::Workflowexecution.plan(&kind()).unwrap();
         assert_eq!(deps_of(&plan, "workflowexecution"), ["crds", "load-image-workflowexecution", "namespace"]);
-        assert_eq!(deps_of(&plan, ids::SPECS), ["datastorage", "workflowexecution"]);
+        assert_eq!(deps_of(&plan, ids::SPECS), ["build-specs", "datastorage", "workflowexecution"]);
     }
 }
