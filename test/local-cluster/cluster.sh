@@ -364,10 +364,10 @@ EOT
 
 start_dockerd() {
     if running dockerd && docker_ping; then return 0; fi
+    step "start dockerd"
     if docker_ping; then
         fail "a Docker daemon that cluster.sh did not start answers on $DOCKER_SOCK; the cluster needs its own dockerd (runc-clamp runtime, --userland-proxy=false). Stop that daemon (e.g. 'systemctl stop docker docker.socket' or kill the dockerd in /var/run/docker.pid) and rerun"
     fi
-    step "start dockerd"
     command -v dockerd >/dev/null || fail "dockerd missing -- apt-get install docker.io"
     start_proc dockerd dockerd --host "unix://$DOCKER_SOCK" --pidfile "$STATE/dockerd.pidfile" \
         --add-runtime "runc-clamp=$HERE/runc-clamp" --default-runtime runc-clamp \
