@@ -141,7 +141,7 @@ pub async fn crds_established(client: &Client, names: &[String], timeout: Durati
     let deadline = Instant::now() + timeout;
     for name in names {
         loop {
-            let crd = api.get_opt(name).await?;
+            let crd = api.get_opt(name).await.explain(|| format!("cannot read CRD {name}"))?;
             let established = crd
                 .and_then(|c| c.status)
                 .and_then(|s| s.conditions)
@@ -226,7 +226,10 @@ async fn check_pods(
     broken_since: &mut HashMap<String, Instant>,
 ) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels(selector)).await?;
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .explain(|| format!("cannot list the pods of {owner}"))?;
     for pod in &list.items {
         let status = pod.status.clone().unwrap_or_default();
         let containers =
@@ -377,7 +380,8 @@ pub async fn node_url(client: &Client, node_port: i32) -> anyhow::Result<String>
 pub async fn save_diagnostics(client: &Client, ns: &str, dir: &Utf8Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut items = events.list(&ListParams::default()).await?.items;
+    let mut items =
+        events.list(&ListParams::default()).await.explain(|| format!("cannot list the events of {ns}"))?.items;
     items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
     let text: String = items
         .iter()
@@ -425,7 +429,10 @@ pub async fn delete_namespaces(
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let labelled = api.list(&ListParams::default().labels(&format!("remedy.dev/run-id={run_id}"))).await?;
+    let labelled = api
+        .list(&ListParams::default().labels(&format!("remedy.dev/run-id={run_id}")))
+        .await
+        .explain(|| "cannot list the run's namespaces".to_owned())?;
     let mut names: Vec<String> = labelled.items.iter().map(|n| n.name_any()).collect();
     if !names.iter().any(|n| n == ns) && api.get_opt(ns).await?.is_some() {
         names.push(ns.to_owned());
