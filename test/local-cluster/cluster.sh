@@ -317,6 +317,7 @@ build_images() {
         step "image $ref (Debian packages on $IMAGE_BASE; $dir)"
         docker_cli build -t "$ref" --label "remedy.local-cluster.hash=$hash" --build-arg "BASE=$IMAGE_BASE" "$dir" >"$STATE/logs/image-$name.log" 2>&1 \
             || fail "docker build of $ref failed (see $STATE/logs/image-$name.log) -- containers need access to $(debian_mirror)"
+        docker_cli image prune -f --filter "label=remedy.local-cluster.hash" >/dev/null 2>&1 || true
     done
     rm -rf "$tmp"
 }
