@@ -132,6 +132,8 @@ fn cluster_env(name: &str) -> Result<String> {
 #[tokio::test]
 #[ignore = "needs root on Debian; run by cargo xtask test"]
 async fn local_cluster_smoke() -> Result<()> {
+    // Start from a stopped cluster so that the leftover check below covers every cluster process.
+    cluster("down")?;
     let before = cluster_processes();
     let mut guard = DownOnDrop(true);
     let up = cluster("up")?;
