@@ -384,6 +384,15 @@ node_ip() {
     echo "$ip"
 }
 
+# systemd-resolved's stub (127.0.0.53) is unreachable from pods; use its upstream list then.
+host_resolv_conf() {
+    if grep -q '^nameserver 127\.0\.0\.53' /etc/resolv.conf 2>/dev/null && [ -f /run/systemd/resolve/resolv.conf ]; then
+        echo /run/systemd/resolve/resolv.conf
+    else
+        echo /etc/resolv.conf
+    fi
+}
+
 all_running() {
     local c
     for c in dockerd $COMPONENTS; do running "$c" || return 1; done
@@ -447,7 +456,7 @@ up() {
         --authentication-token-webhook=false --authorization-mode=AlwaysAllow \
         --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%' \
         --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
-        --cluster-dns="$NODE_IP" --cluster-domain=cluster.local --resolv-conf=/etc/resolv.conf \
+        --cluster-dns="$NODE_IP" --cluster-domain=cluster.local --resolv-conf="$(host_resolv_conf)" \
         --node-status-update-frequency=1s
     start_proc kube-proxy "$BIN/kube-proxy" --kubeconfig="$kc" --proxy-mode=iptables \
         --hostname-override=localhost --cluster-cidr="$(docker_cli network inspect bridge -f '{{(index .IPAM.Config 0).Subnet}}')" \
