@@ -192,7 +192,7 @@ impl Service {
             }
             Service::Signalprocessing => vec![datastorage(18181)],
             Service::Datastorage => vec![datastorage(18281)],
-            Service::Remediationorchestrator => vec![],
+            Service::Remediationorchestrator => vec![datastorage(18381)],
             Service::Workflowexecution => vec![datastorage(18481)],
         }
     }
