@@ -18,6 +18,9 @@ use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, T
 
 /// How long CRDs get to become Established.
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an exposed port gets to answer through the node (kube-proxy syncs about once a
+/// second; Kind's port mapping is immediate).
+const EXPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct RealExecutor {
     settings: Settings,
@@ -122,6 +125,7 @@ impl RealExecutor {
                     Some(url) => url.clone(),
                     None => kube::node_url(client, allocated).await?,
                 };
+                answers_http(&url, EXPOSE_TIMEOUT).await?;
                 append(log, &format!("{var}={url}"))?;
                 self.vars.lock().unwrap().insert(var.clone(), url);
             }
@@ -168,6 +172,31 @@ impl Executor for RealExecutor {
             }
         }
         Ok(Outcome::Done)
+    }
+}
+
+/// Waits until `url` (`http://host:port`) answers an HTTP request with any status: the whole
+/// path from the host to a pod works. A bare TCP connect is not enough: proxies in between
+/// accept before the backend does.
+async fn answers_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.strip_prefix("http://").ok_or_else(|| format_err!("not an http URL: {url}"))?.trim_end_matches('/');
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let attempt = async {
+            let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+            stream.write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.ok()?;
+            let mut head = [0u8; 5];
+            stream.read_exact(&mut head).await.ok()?;
+            (&head == b"HTTP/").then_some(())
+        };
+        if tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().is_some() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{url} does not answer after {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

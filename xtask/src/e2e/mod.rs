@@ -113,8 +113,10 @@ impl flags::E2e {
         }
         let exposed = self.service.exposed();
         preflight::check(&settings, &plan, &exposed)?;
-        let logs = settings.run_dir.join("logs");
-        std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {logs}"))?;
+        for dir in ["logs", "images"] {
+            let dir = settings.run_dir.join(dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+        }
         if let Target::Kind { name, .. } = &settings.target {
             let config = settings.run_dir.join("kind-config.yaml");
             std::fs::write(&config, kind_config(name, &exposed)).with_context(|| format!("cannot write {config}"))?;

@@ -45,7 +45,8 @@ pub fn check(settings: &Settings, plan: &Plan, exposed: &[Exposed]) -> anyhow::R
     })?;
     match &settings.target {
         Target::Kind { .. } => {
-            let version = cmd!(sh, "kind version").quiet().read().context("`kind version` failed")?;
+            let env = settings.kind(&[]).env;
+            let version = cmd!(sh, "kind version").envs(env).quiet().read().context("`kind version` failed")?;
             check_kind_version(&version)?;
             for e in exposed {
                 port_free(e.host_port)?;
