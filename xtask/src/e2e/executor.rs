@@ -180,7 +180,8 @@ impl Executor for RealExecutor {
 /// accept before the backend does.
 async fn answers_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = url.strip_prefix("http://").ok_or_else(|| format_err!("not an http URL: {url}"))?.trim_end_matches('/');
+    let address =
+        url.strip_prefix("http://").ok_or_else(|| format_err!("not an http URL: {url}"))?.trim_end_matches('/');
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let attempt = async {

@@ -282,10 +282,7 @@ pub fn critical_path(plan: &Plan, run: &RunRecord) -> Vec<usize> {
         return Vec::new();
     };
     let mut chain = vec![current];
-    loop {
-        let Some(start) = records[current].start else {
-            break;
-        };
+    while let Some(start) = records[current].start {
         let ended_before =
             |i: usize| records[i].end.is_some_and(|end| end <= start + RELEASE_SLACK) && !chain.contains(&i);
         let Some(latest) = (0..records.len()).filter(|&i| ended_before(i)).filter_map(|i| records[i].end).max() else {
