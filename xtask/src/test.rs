@@ -32,7 +32,10 @@ impl flags::Test {
 
         step("cargo fmt --check", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
         step("cargo clippy", &mut || {
-            Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?)
+            cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+            // The E2E suites are left out of `--all-targets` (they only run against an environment).
+            let suites: Vec<String> = E2E_SERVICES.iter().flat_map(|s| ["--test".to_owned(), s.to_string()]).collect();
+            Ok(cmd!(sh, "cargo clippy --locked --package remedy-e2e {suites...} -- -D warnings").run()?)
         });
 
         let services = Infra::up(&sh, "test/local-services.sh", self.keep_up)?;
@@ -44,11 +47,13 @@ impl flags::Test {
         if !self.no_e2e {
             let cluster = Infra::up(&sh, "test/local-cluster/cluster.sh", self.keep_up)?;
             let kubeconfig = cluster.var("REMEDY_KUBECONFIG")?;
-            let xtask = std::env::current_exe()?;
             for service in E2E_SERVICES {
                 step(&format!("e2e {service} on the local cluster"), &mut || {
+                    // Through cargo: the tests above may have rebuilt this very binary.
                     let args = ["--cluster", "existing", "--kubeconfig", &kubeconfig, "--image-delivery", "none"];
-                    Ok(cmd!(sh, "{xtask} e2e {service} {args...}").envs(cluster.env.clone()).run()?)
+                    Ok(cmd!(sh, "cargo run --quiet --locked --package xtask -- e2e {service} {args...}")
+                        .envs(cluster.env.clone())
+                        .run()?)
                 });
             }
             step("xtask on the local cluster: Kind through a shim, podman, failures", &mut || {
