@@ -97,9 +97,9 @@ pub struct E2e {
     #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
     pub image_delivery: ImageDelivery,
 
-    /// Directory of the manifests to deploy.
-    #[arg(long, value_name = "DIR", default_value = "test/manifests")]
-    pub manifests: Utf8PathBuf,
+    /// Directory of the manifests to deploy [default: test/manifests].
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<Utf8PathBuf>,
 
     /// How long one rollout or Job may take, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 180)]

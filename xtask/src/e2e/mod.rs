@@ -28,12 +28,19 @@ const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
 
 impl flags::E2e {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        std::env::set_current_dir(crate::project_root())?;
+        // Paths on the command line are relative to where the user is; everything else to the
+        // workspace root, where the xtask works. Every path handed on is absolute: the specs
+        // run in another directory.
+        let cwd = Utf8PathBuf::try_from(std::env::current_dir()?)?;
+        let root = crate::project_root();
+        std::env::set_current_dir(root)?;
         let service = self.service.name();
         let run_id = run_id();
         let suffix = &run_id[run_id.len() - 6..];
-        let run_dir =
-            self.report_dir.clone().unwrap_or_else(|| Utf8PathBuf::from(format!("target/e2e/{service}/{run_id}")));
+        let run_dir = match &self.report_dir {
+            Some(dir) => cwd.join(dir),
+            None => root.join(format!("target/e2e/{service}/{run_id}")),
+        };
         let (engine, engine_found) = match self.engine {
             Some(engine) => (engine, which::which(engine.program()).is_ok()),
             None => detect_engine().map_or((Engine::Docker, false), |e| (e, true)),
@@ -48,8 +55,8 @@ impl flags::E2e {
                 Target::Kind { name, reuse: self.reuse_cluster }
             }
             ClusterMode::Existing => {
-                let kubeconfig = self.kubeconfig.clone().expect("clap requires --kubeconfig with --cluster existing");
-                Target::Existing { kubeconfig }
+                let kubeconfig = self.kubeconfig.as_ref().expect("clap requires --kubeconfig with --cluster existing");
+                Target::Existing { kubeconfig: cwd.join(kubeconfig) }
             }
         };
         let delivery = match (self.image_delivery, self.cluster) {
@@ -79,36 +86,39 @@ impl flags::E2e {
                 format!("remedy-{service}-{suffix}")
             },
             base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
-            manifests: crate::project_root().join(&self.manifests),
+            manifests: self.manifests.as_ref().map_or_else(|| root.join("test/manifests"), |dir| cwd.join(dir)),
             wait_timeout: Duration::from_secs(self.wait_timeout),
         };
         let plan = self.service.plan(&settings)?;
         let jobs = self.jobs.map_or_else(default_jobs, usize::from);
 
         if self.plan {
-            println!("{service} end-to-end environment, run {run_id}");
-            match &settings.target {
-                Target::Kind { name, reuse } => println!(
-                    "cluster: kind `{name}`{}, kubeconfig {}",
+            let delivery = match settings.delivery {
+                Delivery::KindLoad => "kind load image-archive",
+                Delivery::None => "none (the cluster's runtime sees the engine's images)",
+            };
+            let cluster = match &settings.target {
+                Target::Kind { name, reuse } => format!(
+                    "kind `{name}`{}, kubeconfig {}",
                     if *reuse { " (reused if it exists)" } else { "" },
                     settings.kubeconfig()
                 ),
-                Target::Existing { kubeconfig } => {
-                    println!("cluster: existing, kubeconfig {kubeconfig}, namespace {}", settings.namespace)
-                }
-            }
+                Target::Existing { kubeconfig } => format!("existing, kubeconfig {kubeconfig}"),
+            };
             let found = if engine_found { "" } else { " (not found on PATH)" };
-            println!(
-                "engine: {}{found}; images delivered by {:?}; report in {}\n",
+            let mut out = format!(
+                "{service} end-to-end environment, run {run_id}\ncluster: {cluster}, namespace {}\n\
+                 engine: {}{found}; image delivery: {delivery}; report in {}\n\n{}\nteardown:\n",
+                settings.namespace,
                 engine.program(),
-                settings.delivery,
-                settings.run_dir
+                settings.run_dir,
+                plan.describe(self.strategy, jobs)
             );
-            print!("{}", plan.describe(self.strategy, jobs));
-            println!("\nteardown:");
             for line in settings.teardown(self.keep_cluster) {
-                println!("    {line}");
+                out.push_str(&format!("    {line}\n"));
             }
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
             return Ok(ExitCode::SUCCESS);
         }
         let exposed = self.service.exposed();
@@ -196,7 +206,7 @@ async fn teardown(
         Target::Kind { name, reuse } => {
             if failed {
                 let dir = settings.run_dir.join("kind-logs");
-                match run_command(&settings.kind(&["export", "logs", dir.as_str(), "--name", name]), &log, &never) {
+                match run_command(&settings.kind_export_logs(name), &log, &never) {
                     Ok(()) => done.push(format!("diagnostics saved in {dir}")),
                     Err(err) => done.push(format!("could not export kind logs: {err:#}")),
                 }
@@ -205,11 +215,7 @@ async fn teardown(
                 done.push(format!("kept kind cluster {name}, kubeconfig {}", settings.kubeconfig()));
             } else {
                 let kubeconfig = settings.kubeconfig();
-                run_command(
-                    &settings.kind(&["delete", "cluster", "--name", name, "--kubeconfig", kubeconfig.as_str()]),
-                    &log,
-                    &never,
-                )?;
+                run_command(&settings.kind_delete(name), &log, &never)?;
                 let _ = std::fs::remove_file(&kubeconfig);
                 done.push(format!("deleted kind cluster {name}"));
             }

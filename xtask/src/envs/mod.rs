@@ -110,11 +110,9 @@ impl Settings {
     pub fn teardown(&self, keep: bool) -> Vec<String> {
         match &self.target {
             Target::Kind { name, reuse } => {
-                let logs = self.run_dir.join("kind-logs");
-                let mut steps =
-                    vec![format!("on failure: {}", self.kind(&["export", "logs", logs.as_str(), "--name", name]))];
+                let mut steps = vec![format!("on failure: {}", self.kind_export_logs(name))];
                 if !keep && !reuse {
-                    steps.push(self.kind(&["delete", "cluster", "--name", name]).to_string());
+                    steps.push(self.kind_delete(name).to_string());
                 } else {
                     steps.push(format!("keep cluster {name}"));
                 }
@@ -127,11 +125,26 @@ impl Settings {
                     self.run_dir.join("diagnostics")
                 )];
                 if !keep {
-                    steps.push(format!("kube: delete namespace {}", self.namespace));
+                    steps.push(format!(
+                        "kube: delete namespace {} and the namespaces labelled with the run id",
+                        self.namespace
+                    ));
                 }
                 steps
             }
         }
+    }
+
+    /// `kind export logs` into the report directory.
+    pub fn kind_export_logs(&self, name: &str) -> Command {
+        let dir = self.run_dir.join("kind-logs");
+        self.kind(&["export", "logs", dir.as_str(), "--name", name])
+    }
+
+    /// `kind delete cluster`, with the private kubeconfig so the user's stays untouched.
+    pub fn kind_delete(&self, name: &str) -> Command {
+        let kubeconfig = self.kubeconfig();
+        self.kind(&["delete", "cluster", "--name", name, "--kubeconfig", kubeconfig.as_str()])
     }
 }
 
