@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, StatefulSet},
     batch::v1::Job,
     core::v1::{Container, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
@@ -128,6 +128,11 @@ fn manifests_are_valid_objects_with_only_known_placeholders() {
                 "Deployment" => {
                     let d: Deployment = parse(&file, doc);
                     let pod = d.spec.unwrap().template.spec.unwrap();
+                    check_containers(&file, &pod.containers, true);
+                }
+                "StatefulSet" => {
+                    let s: StatefulSet = parse(&file, doc);
+                    let pod = s.spec.unwrap().template.spec.unwrap();
                     check_containers(&file, &pod.containers, true);
                 }
                 "Job" => {

@@ -111,9 +111,9 @@ impl RealExecutor {
                 }
             }
             KubeOp::CrdsEstablished { names } => kube::crds_established(client, names, CRD_TIMEOUT).await?,
-            KubeOp::Rollout { deployment, timeout } => {
-                kube::rollout(client, ns, deployment, *timeout).await?;
-                append(log, &format!("deployment/{deployment} rolled out"))?;
+            KubeOp::Rollout { workload, name, timeout } => {
+                kube::rollout(client, ns, *workload, name, *timeout).await?;
+                append(log, &format!("{}/{name} rolled out", workload.name()))?;
             }
             KubeOp::JobComplete { job, timeout } => {
                 kube::job_complete(client, ns, job, *timeout).await?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, format_err};
 use camino::Utf8Path;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,6 +15,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use kube::{Client, Config, ResourceExt};
+
+use crate::phases::Workload;
 
 /// The field manager of everything the xtask applies.
 const MANAGER: &str = "remedy-xtask";
@@ -158,33 +160,77 @@ pub async fn crds_established(client: &Client, names: &[String], timeout: Durati
     Ok(())
 }
 
-/// Waits until the Deployment's newest generation is fully available; fails early when one of
-/// its pods is broken, with the pod's events and last log lines.
-pub async fn rollout(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+/// How far a workload has rolled out, read from its object alone.
+struct Progress {
+    done: bool,
+    available: i32,
+    desired: i32,
+    selector: String,
+}
+
+/// A Deployment is done when its newest generation is observed and every desired replica is
+/// updated and available (`kubectl rollout status`'s rule; a bare Available condition can be
+/// an old generation's).
+fn deployment_progress(d: &Deployment) -> Progress {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(1);
+    let available = status.available_replicas.unwrap_or(0);
+    let done = current
+        && status.updated_replicas.unwrap_or(0) == desired
+        && available == desired
+        && status.replicas.unwrap_or(0) == desired;
+    let selector = d.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).map(selector).unwrap_or_default();
+    Progress { done, available, desired, selector }
+}
+
+/// A StatefulSet is done when its newest generation is observed, every replica is ready and
+/// updated, and the update revision is current.
+fn statefulset_progress(s: &StatefulSet) -> Progress {
+    let desired = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = s.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(1);
+    let available = status.ready_replicas.unwrap_or(0);
+    let revision = status.update_revision.is_none() || status.update_revision == status.current_revision;
+    let done = current && available == desired && status.updated_replicas.unwrap_or(0) == desired && revision;
+    let selector = s.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).map(selector).unwrap_or_default();
+    Progress { done, available, desired, selector }
+}
+
+/// Waits until the workload has rolled out; fails early when one of its pods is broken, with
+/// the pod's events and last log lines.
+pub async fn rollout(
+    client: &Client,
+    ns: &str,
+    workload: Workload,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let owner = format!("{}/{name}", workload.name());
     let deadline = Instant::now() + timeout;
     let mut broken_since = HashMap::new();
     loop {
-        let deployment = api.get(name).await.explain(|| format!("cannot read deployment/{name}"))?;
-        let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let status = deployment.status.clone().unwrap_or_default();
-        let current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(1);
-        let ready = current
-            && status.updated_replicas.unwrap_or(0) == desired
-            && status.available_replicas.unwrap_or(0) == desired
-            && status.replicas.unwrap_or(0) == desired;
-        if ready {
+        let progress = match workload {
+            Workload::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                deployment_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
+            }
+            Workload::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+                statefulset_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
+            }
+        };
+        if progress.done {
             return Ok(());
         }
-        let selector =
-            deployment.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).map(selector).unwrap_or_default();
-        check_pods(client, ns, &selector, &format!("deployment/{name}"), &mut broken_since).await?;
+        check_pods(client, ns, &progress.selector, &owner, &mut broken_since).await?;
         if Instant::now() > deadline {
-            let detail = describe_pods(client, ns, &selector).await;
+            let detail = describe_pods(client, ns, &progress.selector).await;
             bail!(
-                "deployment/{name} not ready after {}s: {} of {desired} available\n{detail}",
+                "{owner} not ready after {}s: {} of {} available\n{detail}",
                 timeout.as_secs(),
-                status.available_replicas.unwrap_or(0)
+                progress.available,
+                progress.desired
             );
         }
         tokio::time::sleep(POLL).await;
@@ -465,4 +511,50 @@ pub async fn delete_namespaces(
 /// Labels as `k=v,k2=v2`, for selectors.
 fn selector(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "generation": generation},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_is_done_only_when_its_newest_generation_is_available() {
+        let all =
+            serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        let done = deployment_progress(&deployment(3, all.clone()));
+        assert!(done.done);
+        assert_eq!(done.selector, "app=d");
+        // The controller has not seen generation 4 yet: the available pods are the old ones.
+        assert!(!deployment_progress(&deployment(4, all)).done);
+        let rolling =
+            serde_json::json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2});
+        assert!(!deployment_progress(&deployment(3, rolling)).done);
+    }
+
+    #[test]
+    fn a_statefulset_is_done_when_every_replica_runs_the_update_revision() {
+        let set = |status: serde_json::Value| -> StatefulSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "db", "generation": 2},
+                "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": {}},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let ready = serde_json::json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
+            "currentRevision": "db-2", "updateRevision": "db-2"});
+        assert!(statefulset_progress(&set(ready)).done);
+        let updating = serde_json::json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 1,
+            "currentRevision": "db-1", "updateRevision": "db-2"});
+        assert!(!statefulset_progress(&set(updating)).done);
+    }
 }

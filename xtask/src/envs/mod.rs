@@ -16,7 +16,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 
 use crate::flags::Engine;
-use crate::phases::{Command, Kind, KubeOp, Phase, Plan, Task};
+use crate::phases::{Command, Kind, KubeOp, Phase, Plan, Task, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Service {
@@ -350,13 +350,14 @@ impl Env<'_> {
     fn deployment(&mut self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) {
         let manifest = self.settings.manifests.join(format!("{id}.yaml"));
         let images = self.images_in(&manifest);
+        let workload = workload_kind(&manifest, id);
         let mut task = Task::new(id, phase, Kind::Api)
             .after(deps)
             .after(&images.iter().map(String::as_str).collect::<Vec<_>>())
             .stage(stage)
             .estimate(estimate)
             .kube(KubeOp::Apply { manifest })
-            .kube(KubeOp::Rollout { deployment: id.to_owned(), timeout: self.settings.wait_timeout });
+            .kube(KubeOp::Rollout { workload, name: id.to_owned(), timeout: self.settings.wait_timeout });
         let kind = matches!(self.settings.target, Target::Kind { .. });
         for e in self.exposed.iter().filter(|e| e.service == id) {
             task = task.kube(KubeOp::Expose {
@@ -446,6 +447,14 @@ impl Env<'_> {
     }
 }
 
+/// Whether the manifest runs `name` as a StatefulSet or (by default) a Deployment.
+fn workload_kind(manifest: &Utf8Path, name: &str) -> Workload {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
+    let statefulset = docs.iter().any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == name);
+    if statefulset { Workload::StatefulSet } else { Workload::Deployment }
+}
+
 /// The image of a service; the tag is the content hash of its inputs, known once it is built.
 pub fn image_ref(bin: &str) -> String {
     format!("remedy/{bin}:${{{}}}", tag_var(bin))
@@ -519,6 +528,19 @@ mod tests {
             assert_eq!(cmd.env, [("KIND_EXPERIMENTAL_PROVIDER".to_string(), "podman".to_string())], "{cmd}");
         }
         assert!(s.teardown(false).iter().all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman")));
+    }
+
+    #[test]
+    fn the_rollout_waits_for_the_workload_kind_the_manifest_declares() {
+        let plan = Service::Datastorage.plan(&kind()).unwrap();
+        let rollout = |id: &str| {
+            plan.tasks()[plan.index_of(id).unwrap()].steps.iter().find_map(|s| match s {
+                Step::Kube(KubeOp::Rollout { workload, .. }) => Some(*workload),
+                _ => None,
+            })
+        };
+        assert_eq!(rollout(ids::POSTGRESQL), Some(Workload::StatefulSet));
+        assert_eq!(rollout("datastorage"), Some(Workload::Deployment));
     }
 
     #[test]

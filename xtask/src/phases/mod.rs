@@ -11,6 +11,6 @@ pub mod report;
 mod scheduler;
 mod svg;
 
-pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task};
+pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
 pub use process::run_command;
 pub use scheduler::{Cancelled, Executor, Outcome, Strategy, TaskCx, run};

@@ -108,8 +108,8 @@ pub enum KubeOp {
     Namespace,
     /// Wait until these CustomResourceDefinitions are Established.
     CrdsEstablished { names: Vec<String> },
-    /// Wait until a Deployment has rolled out.
-    Rollout { deployment: String, timeout: Duration },
+    /// Wait until a Deployment or StatefulSet has rolled out.
+    Rollout { workload: Workload, name: String, timeout: Duration },
     /// Wait until a Job has completed; a failed Job is an error.
     JobComplete { job: String, timeout: Duration },
     /// Check that the API server answers, and which version it runs.
@@ -128,8 +128,8 @@ impl fmt::Display for KubeOp {
             KubeOp::CrdsEstablished { names } => {
                 write!(f, "wait until established: {}", names.join(", "))
             }
-            KubeOp::Rollout { deployment, timeout } => {
-                write!(f, "wait for rollout of deployment/{deployment} (timeout {}s)", timeout.as_secs())
+            KubeOp::Rollout { workload, name, timeout } => {
+                write!(f, "wait for rollout of {}/{name} (timeout {}s)", workload.name(), timeout.as_secs())
             }
             KubeOp::JobComplete { job, timeout } => {
                 write!(f, "wait for job/{job} to complete (timeout {}s)", timeout.as_secs())
@@ -145,6 +145,22 @@ impl fmt::Display for KubeOp {
                     None => write!(f, "; {var}=http://<node InternalIP>:<node port>"),
                 }
             }
+        }
+    }
+}
+
+/// The kinds of workload a rollout waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Deployment,
+    StatefulSet,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Deployment => "deployment",
+            Workload::StatefulSet => "statefulset",
         }
     }
 }
