@@ -80,9 +80,14 @@ fn ensure_podman(sh: &Shell) -> anyhow::Result<()> {
     if which::which("podman").is_ok() && which::which("runc").is_ok() {
         return Ok(());
     }
-    let install =
-        cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive");
-    install.run().context("podman not installed and apt-get failed: install podman and runc")?;
+    let install = || {
+        cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive")
+    };
+    if install().run().is_err() {
+        // A fresh machine may have no package lists yet.
+        cmd!(sh, "apt-get update -qq").run().context("apt-get update failed")?;
+        install().run().context("podman not installed and apt-get failed: install podman and runc")?;
+    }
     Ok(())
 }
 
