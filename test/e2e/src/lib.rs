@@ -115,14 +115,27 @@ pub async fn image_of(env: &Env, client: &kube::Client, deployment: &str) -> Str
         .expect("an image")
 }
 
-/// Deletes the pods of a Deployment (the `app.kubernetes.io/name` label), as a crash would.
+/// Deletes the pods of a Deployment (the `app.kubernetes.io/name` label), as a crash would, and
+/// waits until they are gone and their replacements are ready.
 pub async fn restart(env: &Env, client: &kube::Client, app: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
     let pods = kube::Api::<Pod>::namespaced(client.clone(), &env.namespace);
-    let selector = format!("app.kubernetes.io/name={app}");
-    pods.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&selector))
-        .await
-        .expect("delete pods");
+    let selector = kube::api::ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+    let old: Vec<String> =
+        pods.list(&selector).await.expect("list pods").items.iter().filter_map(|p| p.uid()).collect();
+    pods.delete_collection(&Default::default(), &selector).await.expect("delete pods");
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &env.namespace);
+    eventually(&format!("{app} to come back"), Duration::from_secs(120), || async {
+        let running = pods.list(&selector).await.ok()?.items;
+        if running.iter().any(|p| p.uid().is_some_and(|uid| old.contains(&uid))) {
+            return None;
+        }
+        let status = deployments.get(app).await.ok()?.status?;
+        (status.available_replicas? >= 1 && status.unavailable_replicas.unwrap_or(0) == 0).then_some(())
+    })
+    .await;
 }
 
 /// The audit events of one correlation id, from the environment's datastorage.
