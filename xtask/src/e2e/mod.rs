@@ -2,6 +2,7 @@
 //! its specs, report the timings, tear down.
 
 mod executor;
+mod junit;
 mod kube;
 mod preflight;
 
@@ -168,9 +169,13 @@ async fn run(
 
     let report = Report::new(format!("{service} end-to-end"), &settings.run_id, &plan, &record);
     report.write(&settings.run_dir)?;
+    let specs = specs_results(&settings, &plan, &record, service);
     let started = Instant::now();
     let teardown = teardown(&settings, &executor, !record.succeeded(), keep).await;
     eprint!("{}", report.terminal());
+    if let Some(line) = specs {
+        eprintln!("  {line}");
+    }
     match &teardown {
         Ok(lines) => {
             for line in lines {
@@ -189,6 +194,18 @@ async fn run(
     }
     teardown?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The specs' counts, and their JUnit XML in the report directory, when the specs ran.
+fn specs_results(settings: &Settings, plan: &Plan, record: &phases::RunRecord, suite: &str) -> Option<String> {
+    let specs = plan.tasks().iter().position(|t| t.id == crate::envs::ids::SPECS)?;
+    record.tasks[specs].start?;
+    let log = settings.run_dir.join("logs").join(format!("{}.log", crate::envs::ids::SPECS));
+    let junit = settings.run_dir.join("junit.xml");
+    Some(match junit::write(&log, &junit, suite) {
+        Ok(c) => format!("specs: {} passed, {} failed, {} ignored ({junit})", c.passed, c.failed, c.ignored),
+        Err(err) => format!("specs: no results ({err:#})"),
+    })
 }
 
 /// Saves diagnostics when the run failed, then deletes what the run created unless it is to be
