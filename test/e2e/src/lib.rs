@@ -138,6 +138,24 @@ pub async fn restart(env: &Env, client: &kube::Client, app: &str) {
     .await;
 }
 
+/// Scales a Deployment of the environment and waits until exactly `replicas` pods run and are
+/// available.
+pub async fn scale(env: &Env, client: &kube::Client, app: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &env.namespace);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    deployments.patch(app, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("scale");
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), &env.namespace);
+    let selector = kube::api::ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+    eventually(&format!("{app} at {replicas} replicas"), Duration::from_secs(120), || async {
+        let count = pods.list(&selector).await.ok()?.items.len() as i32;
+        let available = deployments.get(app).await.ok()?.status?.available_replicas.unwrap_or(0);
+        (count == replicas && available == replicas).then_some(())
+    })
+    .await;
+}
+
 /// The audit events of one correlation id, from the environment's datastorage.
 pub async fn audit_events(env: &Env, correlation: &str) -> Vec<serde_json::Value> {
     let url = format!("{}/api/v1/audit/events", env.url("datastorage"));

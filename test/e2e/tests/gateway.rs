@@ -4,13 +4,17 @@ use std::time::Duration;
 
 use kube::Api;
 use remedy_api::RemediationRequest;
-use remedy_e2e::{Env, audit_event, eventually, http, restart};
+use remedy_e2e::{Env, audit_event, audit_events, eventually, http, restart, scale};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 /// Specs that restart the gateway hold this for writing; the others for reading, so no
 /// request meets a restarting gateway.
 static GATEWAY: RwLock<()> = RwLock::const_new(());
+
+/// Likewise for datastorage: the outage spec holds it for writing, specs reading audit events
+/// for reading. Always taken after `GATEWAY`.
+static DATASTORAGE: RwLock<()> = RwLock::const_new(());
 
 fn alert(name: &str, ns: &str, status: &str) -> Value {
     json!({
@@ -112,6 +116,7 @@ async fn malformed_payloads_answer_400_with_a_reason() {
 #[tokio::test]
 async fn each_accepted_signal_has_its_audit_event_in_datastorage() {
     let _gateway = GATEWAY.read().await;
+    let _datastorage = DATASTORAGE.read().await;
     let env = Env::get();
     let (status, body) = post(&env, &webhook(vec![alert(&env.unique("Audited"), &env.namespace, "firing")])).await;
     assert_eq!(status, 201);
@@ -295,6 +300,7 @@ async fn a_malformed_workflow_command_is_rejected() {
 #[tokio::test]
 async fn a_duplicate_has_its_deduplicated_audit_event() {
     let _gateway = GATEWAY.read().await;
+    let _datastorage = DATASTORAGE.read().await;
     let env = Env::get();
     let body = webhook(vec![alert(&env.unique("Recurring"), &env.namespace, "firing")]);
     let (_, created) = post(&env, &body).await;
@@ -342,4 +348,20 @@ async fn deduplication_survives_a_gateway_restart() {
     let (status, again) = post(&env, &body).await;
     assert_eq!(status, 202, "the restarted gateway forgot the signal: {again}");
     assert_eq!(again["results"][0]["occurrence_count"], 2);
+}
+
+#[tokio::test]
+async fn signals_are_accepted_during_a_datastorage_outage_and_audited_after_it() {
+    let _gateway = GATEWAY.read().await;
+    let _outage = DATASTORAGE.write().await;
+    let env = Env::get();
+    let client = env.client().await;
+    scale(&env, &client, "datastorage", 0).await;
+    let (status, body) = post(&env, &webhook(vec![alert(&env.unique("DuringOutage"), &env.namespace, "firing")])).await;
+    scale(&env, &client, "datastorage", 1).await;
+    assert_eq!(status, 201, "a signal was refused while datastorage was down: {body}");
+    let correlation = body["results"][0]["remediation_request"].as_str().unwrap();
+    let event = audit_event(&env, correlation, "gateway.signal.received").await;
+    assert_eq!(event["actor"], "gateway");
+    assert_eq!(audit_events(&env, correlation).await.len(), 1, "delivered more than once");
 }
