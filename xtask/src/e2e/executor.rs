@@ -26,7 +26,6 @@ pub struct RealExecutor {
     settings: Settings,
     vars: Mutex<HashMap<String, String>>,
     client: OnceCell<::kube::Client>,
-    db_password: String,
 }
 
 impl RealExecutor {
@@ -38,7 +37,7 @@ impl RealExecutor {
         for (name, image) in images {
             vars.insert(name.to_string(), image.clone());
         }
-        Ok(RealExecutor { settings, vars: Mutex::new(vars), client: OnceCell::new(), db_password: random_hex(16)? })
+        Ok(RealExecutor { settings, vars: Mutex::new(vars), client: OnceCell::new() })
     }
 
     pub async fn client(&self) -> anyhow::Result<&::kube::Client> {
@@ -98,8 +97,16 @@ impl RealExecutor {
                 append(log, &format!("API server {version}"))?;
             }
             KubeOp::Namespace => {
-                kube::namespace(client, ns, &self.settings.run_id, &self.db_password).await?;
-                append(log, &format!("namespace {ns} and Secret postgresql-credentials ready"))?;
+                kube::namespace(client, ns, &self.settings.run_id).await?;
+                append(log, &format!("namespace {ns} ready"))?;
+            }
+            KubeOp::Secret { name, literal, random } => {
+                let mut data: std::collections::BTreeMap<String, String> = literal.iter().cloned().collect();
+                for key in random {
+                    data.insert(key.clone(), random_hex(16)?);
+                }
+                kube::secret(client, ns, name, &data).await?;
+                append(log, &format!("Secret {name} ready"))?;
             }
             KubeOp::Apply { manifest } => {
                 let raw =

@@ -111,9 +111,8 @@ pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -
     Ok(applied)
 }
 
-/// Creates the run's namespace and the database credentials Secret (the password is never
-/// printed).
-pub async fn namespace(client: &Client, ns: &str, run_id: &str, password: &str) -> anyhow::Result<()> {
+/// Creates the run's namespace, labelled with the run id.
+pub async fn namespace(client: &Client, ns: &str, run_id: &str) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let object: Namespace = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
@@ -124,17 +123,22 @@ pub async fn namespace(client: &Client, ns: &str, run_id: &str, password: &str) 
         .patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
         .await
         .explain(|| "cannot create the namespace".to_owned())?;
+    Ok(())
+}
+
+/// Creates a Secret from string values (which are never printed).
+pub async fn secret(client: &Client, ns: &str, name: &str, data: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "postgresql-credentials"},
-        "stringData": {"POSTGRES_USER": "remedy", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "remedy"},
+        "metadata": {"name": name},
+        "stringData": data,
     }))?;
     secrets
-        .patch("postgresql-credentials", &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
         .await
-        .explain(|| "cannot create Secret postgresql-credentials".to_owned())?;
+        .explain(|| format!("cannot create Secret {name}"))?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 
 use crate::flags::Engine;
-use crate::phases::{Command, Kind, KubeOp, Phase, Plan, Task, Workload};
+use crate::phases::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Service {
@@ -348,6 +348,11 @@ impl Env<'_> {
     /// Applies a manifest, waits for its Deployment to roll out, and exposes it to the specs
     /// when the port table says so.
     fn deployment(&mut self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) {
+        let task = self.deployment_task(id, phase, stage, deps, estimate);
+        self.add(task);
+    }
+
+    fn deployment_task(&self, id: &str, phase: Phase, stage: u8, deps: &[&str], estimate: u64) -> Task {
         let manifest = self.settings.manifests.join(format!("{id}.yaml"));
         let images = self.images_in(&manifest);
         let workload = workload_kind(&manifest, id);
@@ -368,11 +373,21 @@ impl Env<'_> {
                 var: e.var(),
             });
         }
-        self.add(task);
+        task
     }
 
+    /// PostgreSQL and its credentials: the password is generated per run and never shown.
     fn postgresql(&mut self) {
-        self.deployment(ids::POSTGRESQL, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 20);
+        let mut task =
+            self.deployment_task(ids::POSTGRESQL, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 20);
+        let literal = [("POSTGRES_USER", "remedy"), ("POSTGRES_DB", "remedy")];
+        let secret = KubeOp::Secret {
+            name: "postgresql-credentials".into(),
+            literal: literal.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            random: vec!["POSTGRES_PASSWORD".into()],
+        };
+        task.steps.insert(0, Step::Kube(secret));
+        self.add(task);
     }
 
     fn redis(&mut self) {
@@ -541,6 +556,18 @@ mod tests {
         };
         assert_eq!(rollout(ids::POSTGRESQL), Some(Workload::StatefulSet));
         assert_eq!(rollout("datastorage"), Some(Workload::Deployment));
+    }
+
+    #[test]
+    fn the_database_password_is_generated_not_written_down() {
+        let plan = Service::Datastorage.plan(&kind()).unwrap();
+        let postgresql = &plan.tasks()[plan.index_of(ids::POSTGRESQL).unwrap()];
+        let Step::Kube(KubeOp::Secret { name, literal, random }) = &postgresql.steps[0] else {
+            panic!("the credentials come before the manifest: {:?}", postgresql.steps[0]);
+        };
+        assert_eq!(name, "postgresql-credentials");
+        assert_eq!(random, &["POSTGRES_PASSWORD"]);
+        assert!(literal.iter().all(|(k, _)| !k.contains("PASSWORD")));
     }
 
     #[test]

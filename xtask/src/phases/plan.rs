@@ -104,8 +104,11 @@ fn quote(word: &str) -> String {
 pub enum KubeOp {
     /// Server-side apply of every document of a manifest file, placeholders filled in.
     Apply { manifest: Utf8PathBuf },
-    /// Create the run's namespace and its database credentials Secret.
+    /// Create the run's namespace, labelled with the run id.
     Namespace,
+    /// Create a Secret in the run's namespace: `literal` keys as given, `random` keys with a
+    /// fresh random value that is never shown.
+    Secret { name: String, literal: Vec<(String, String)>, random: Vec<String> },
     /// Wait until these CustomResourceDefinitions are Established.
     CrdsEstablished { names: Vec<String> },
     /// Wait until a Deployment or StatefulSet has rolled out.
@@ -124,7 +127,11 @@ impl fmt::Display for KubeOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KubeOp::Apply { manifest } => write!(f, "server-side apply {manifest}"),
-            KubeOp::Namespace => write!(f, "create namespace and Secret postgresql-credentials"),
+            KubeOp::Namespace => write!(f, "create the namespace"),
+            KubeOp::Secret { name, literal, random } => {
+                let keys: Vec<&str> = literal.iter().map(|(k, _)| k.as_str()).collect();
+                write!(f, "create Secret {name} ({}; generated: {})", keys.join(", "), random.join(", "))
+            }
             KubeOp::CrdsEstablished { names } => {
                 write!(f, "wait until established: {}", names.join(", "))
             }
