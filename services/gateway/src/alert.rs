@@ -151,9 +151,11 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The deterministic RemediationRequest name of a fingerprint: `rr-` and its first 16 hex digits.
-pub fn rr_name(fingerprint: &str) -> String {
-    format!("rr-{}", &fingerprint[..16.min(fingerprint.len())])
+/// The RemediationRequest of a fingerprint's deduplication window opened at `opened` (unix
+/// seconds): `rr-`, the fingerprint's first 16 hex digits and the window's start. Each window gets
+/// its own resource; every delivery inside one converges on the name its claim holds.
+pub fn rr_name(fingerprint: &str, opened: u64) -> String {
+    format!("rr-{}-{opened}", &fingerprint[..16.min(fingerprint.len())])
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -195,15 +197,10 @@ pub fn target_resource(labels: &BTreeMap<String, String>) -> Option<TargetResour
 }
 
 impl Signal {
-    /// Name of this signal's RemediationRequest.
-    pub fn rr_name(&self) -> String {
-        rr_name(&self.fingerprint)
-    }
-
-    /// The RemediationRequest a new firing signal becomes.
-    pub fn remediation_request(&self) -> RemediationRequest {
+    /// The RemediationRequest named `name` a new firing signal becomes.
+    pub fn remediation_request(&self, name: &str) -> RemediationRequest {
         let mut rr = RemediationRequest::new(
-            &self.rr_name(),
+            name,
             RemediationRequestSpec {
                 signal_fingerprint: self.fingerprint.clone(),
                 signal_name: self.name.clone(),
@@ -252,8 +249,10 @@ mod tests {
         assert_eq!(s.status, AlertStatus::Firing);
         assert_eq!((s.name.as_str(), s.namespace.as_str(), s.severity.as_str()), ("HighCPU", "prod-a", "critical"));
         assert_eq!(s.fingerprint.len(), 64);
-        let rr = s.remediation_request();
-        assert_eq!(rr.metadata.name.as_deref(), Some(s.rr_name().as_str()));
+        let name = rr_name(&s.fingerprint, 1_764_000_000);
+        let rr = s.remediation_request(&name);
+        assert_eq!(rr.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(name, format!("rr-{}-1764000000", &s.fingerprint[..16]));
         assert_eq!(rr.metadata.namespace.as_deref(), Some("prod-a"));
         assert_eq!(rr.spec.target_resource, Some(TargetResource { kind: "Pod".into(), name: "web-1".into() }));
         assert_eq!(rr.spec.workflow, None);
@@ -271,7 +270,6 @@ mod tests {
         // "a=1\nb=2" must not collide with a single label whose value contains the separator.
         let c = BTreeMap::from([("a".to_owned(), "1\nb=2".to_owned())]);
         assert_ne!(fingerprint(&a), fingerprint(&c));
-        assert_eq!(rr_name(&fingerprint(&a)).len(), 19);
     }
 
     #[test]

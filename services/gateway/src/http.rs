@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::{
     alert::{self, AlertStatus, Signal},
     metrics::Metrics,
-    redis_store::RedisStore,
+    redis_store::{Claim, RedisStore},
     store::{Creation, RrStore},
 };
 
@@ -53,8 +53,9 @@ pub struct SignalResult {
     pub fingerprint: String,
     /// Namespace of the RemediationRequest.
     pub namespace: String,
-    /// Name of the RemediationRequest.
-    pub remediation_request: String,
+    /// Name of the RemediationRequest (none for ignored and rejected alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation_request: Option<String>,
     /// Occurrences counted so far, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurrence_count: Option<i64>,
@@ -127,73 +128,77 @@ async fn receive<S: RrStore>(State(st): State<AppState<S>>, body: Bytes) -> Resp
     (status, Json(WebhookResponse { results })).into_response()
 }
 
-/// Handles one alert. On error nothing is acknowledged: the deduplication claim is
-/// released, so Alertmanager's retry is handled afresh and converges on the same resource.
+/// Handles one alert. The first delivery opens the fingerprint's deduplication window and
+/// creates its RemediationRequest; deliveries inside the window count occurrences on the name
+/// the window's claim holds; after the window a new resource is created. When creating fails
+/// the claim is dropped, so Alertmanager's retry is handled afresh.
 async fn accept<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result<SignalResult> {
     if signal.status == AlertStatus::Resolved {
-        return Ok(result(signal, "ignored", None));
+        return Ok(result(signal, "ignored", None, None));
     }
-    if st.redis.claim(&signal.fingerprint, &signal.rr_name(), st.dedup_window_seconds).await? {
-        let outcome = create_new(st, signal).await;
-        if outcome.is_err()
-            && let Err(e) = st.redis.release(&signal.fingerprint).await
-        {
-            tracing::warn!(error = %format!("{e:#}"), "releasing deduplication claim");
-        }
-        return outcome;
+    let opened = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let name = alert::rr_name(&signal.fingerprint, opened);
+    match st.redis.claim(&signal.fingerprint, &name, st.dedup_window_seconds).await? {
+        Claim::Opened => create_new(st, signal, &name).await,
+        Claim::Held(name) => duplicate(st, signal, &name).await,
     }
-    duplicate(st, signal).await
 }
 
-async fn create_new<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result<SignalResult> {
-    let now = now_rfc3339();
-    match st.store.create(&signal.remediation_request(), &now).await? {
+async fn create_new<S: RrStore>(st: &AppState<S>, signal: &Signal, name: &str) -> anyhow::Result<SignalResult> {
+    let created = match st.store.create(&signal.remediation_request(name), &now_rfc3339()).await {
+        Ok(created) => created,
+        Err(e) => {
+            if let Err(release) = st.redis.release(&signal.fingerprint).await {
+                tracing::warn!(error = %format!("{release:#}"), "releasing deduplication claim");
+            }
+            return Err(e);
+        }
+    };
+    match created {
         Creation::NamespaceNotFound => {
             // Nothing was created; drop the claim so the alert is handled afresh once the
             // namespace exists.
             st.redis.release(&signal.fingerprint).await?;
             tracing::warn!(namespace = %signal.namespace, alert = %signal.name, "alert for a missing namespace rejected");
-            let mut r = result(signal, "rejected", None);
+            let mut r = result(signal, "rejected", None, None);
             r.reason = Some(format!("namespace {:?} does not exist", signal.namespace));
             Ok(r)
         }
         Creation::Created => {
-            audit(st, signal, "gateway.signal.received", json!({})).await?;
-            Ok(result(signal, "created", Some(1)))
+            audit(st, signal, name, "gateway.signal.received", json!({})).await?;
+            Ok(result(signal, "created", Some(name), Some(1)))
         }
-        // Left over from an earlier delivery (a retry after a partial failure, or the
-        // window expired while the resource remains): count it as an occurrence.
-        Creation::AlreadyExists => duplicate(st, signal).await,
+        // Left over from an earlier delivery whose answer was lost: an occurrence.
+        Creation::AlreadyExists => duplicate(st, signal, name).await,
     }
 }
 
-async fn duplicate<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result<SignalResult> {
-    let name = signal.rr_name();
+async fn duplicate<S: RrStore>(st: &AppState<S>, signal: &Signal, name: &str) -> anyhow::Result<SignalResult> {
     for _ in 0..CREATION_WAIT_ROUNDS {
-        if let Some(count) = st.store.record_occurrence(&signal.namespace, &name, &now_rfc3339()).await? {
-            audit(st, signal, "gateway.signal.deduplicated", json!({"occurrence_count": count})).await?;
-            return Ok(result(signal, "duplicate", Some(count)));
+        if let Some(count) = st.store.record_occurrence(&signal.namespace, name, &now_rfc3339()).await? {
+            audit(st, signal, name, "gateway.signal.deduplicated", json!({"occurrence_count": count})).await?;
+            return Ok(result(signal, "duplicate", Some(name), Some(count)));
         }
         // A concurrent first delivery holds the claim and may still be creating it.
         tokio::time::sleep(CREATION_WAIT).await;
     }
-    // The claim is held but the resource is gone (deleted): create it again.
-    match st.store.create(&signal.remediation_request(), &now_rfc3339()).await? {
+    // The window is open but its resource is gone (deleted): create it again.
+    match st.store.create(&signal.remediation_request(name), &now_rfc3339()).await? {
         Creation::Created => {
-            audit(st, signal, "gateway.signal.received", json!({})).await?;
-            Ok(result(signal, "created", Some(1)))
+            audit(st, signal, name, "gateway.signal.received", json!({})).await?;
+            Ok(result(signal, "created", Some(name), Some(1)))
         }
         Creation::AlreadyExists => anyhow::bail!("RemediationRequest {name} appeared concurrently"),
         Creation::NamespaceNotFound => anyhow::bail!("namespace {} was deleted", signal.namespace),
     }
 }
 
-fn result(signal: &Signal, status: &str, occurrence_count: Option<i64>) -> SignalResult {
+fn result(signal: &Signal, status: &str, name: Option<&str>, occurrence_count: Option<i64>) -> SignalResult {
     SignalResult {
         status: status.to_owned(),
         fingerprint: signal.fingerprint.clone(),
         namespace: signal.namespace.clone(),
-        remediation_request: signal.rr_name(),
+        remediation_request: name.map(str::to_owned),
         occurrence_count,
         reason: None,
     }
@@ -203,10 +208,10 @@ fn result(signal: &Signal, status: &str, occurrence_count: Option<i64>) -> Signa
 async fn audit<S: RrStore>(
     st: &AppState<S>,
     signal: &Signal,
+    name: &str,
     event_type: &str,
     mut data: serde_json::Value,
 ) -> anyhow::Result<()> {
-    let name = signal.rr_name();
     data["fingerprint"] = signal.fingerprint.clone().into();
     data["alertname"] = signal.name.clone().into();
     data["severity"] = signal.severity.clone().into();
@@ -214,7 +219,7 @@ async fn audit<S: RrStore>(
         event_id: uuid::Uuid::new_v4().to_string(),
         event_type: event_type.to_owned(),
         event_timestamp: now_rfc3339(),
-        correlation_id: name.clone(),
+        correlation_id: name.to_owned(),
         actor: "gateway".to_owned(),
         namespace: Some(signal.namespace.clone()),
         resource: Some(format!("RemediationRequest/{name}")),

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         RedisStore::new(&env_or("REDIS_URL", "redis://redis:6379"), &env_or("REDIS_KEY_PREFIX", "remedy:gateway:"))?;
     let datastorage = env_or("DATASTORAGE_URL", "http://datastorage:8080");
     let dedup_window_seconds: u64 = env_parse("DEDUP_WINDOW_SECONDS", 300)?;
+    anyhow::ensure!(dedup_window_seconds >= 1, "DEDUP_WINDOW_SECONDS must be at least 1");
     let max_body_bytes: usize = env_parse("MAX_BODY_BYTES", 256 * 1024)?;
     let client = kube::Client::try_default().await.context("Kubernetes client")?;
     let metrics = Metrics::default();

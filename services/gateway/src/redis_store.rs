@@ -9,6 +9,15 @@ use tokio::sync::OnceCell;
 /// Longest wait for one Redis operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The outcome of claiming a fingerprint's deduplication window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A new window opened: the signal is new.
+    Opened,
+    /// A window is open, for the RemediationRequest of this name: the signal is a duplicate.
+    Held(String),
+}
+
 /// Redis keys under a prefix, over one auto-reconnecting connection made on first use.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -60,12 +69,21 @@ impl RedisStore {
         format!("{}audit-dead-letter", self.prefix)
     }
 
-    /// Claims `fingerprint` for `window_seconds` (SET NX EX); false when already claimed.
-    pub async fn claim(&self, fingerprint: &str, rr_name: &str, window_seconds: u64) -> anyhow::Result<bool> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.dedup_key(fingerprint)).arg(rr_name).arg("NX").arg("EX").arg(window_seconds);
-        let reply: Option<String> = self.run(&cmd).await?;
-        Ok(reply.is_some())
+    /// Opens `fingerprint`'s deduplication window for `window_seconds`, its resource to be named
+    /// `rr_name`; when a window is already open, returns the name its claim holds instead.
+    /// Atomic: of concurrent first deliveries exactly one opens the window.
+    pub async fn claim(&self, fingerprint: &str, rr_name: &str, window_seconds: u64) -> anyhow::Result<Claim> {
+        const OPEN_UNLESS_HELD: &str = "local held = redis.call('GET', KEYS[1]) \
+            if held then return held end \
+            redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
+            return false";
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(OPEN_UNLESS_HELD).arg(1).arg(self.dedup_key(fingerprint)).arg(rr_name).arg(window_seconds);
+        let held: Option<String> = self.run(&cmd).await?;
+        Ok(match held {
+            None => Claim::Opened,
+            Some(name) => Claim::Held(name),
+        })
     }
 
     /// Drops a claim, so the next delivery of the signal is treated as new.

@@ -111,6 +111,10 @@ fn redis_url() -> String {
 
 /// A gateway with its own Redis key prefix, so tests run in parallel.
 async fn harness(url: &str) -> Harness {
+    harness_with_window(url, 60).await
+}
+
+async fn harness_with_window(url: &str, dedup_window_seconds: u64) -> Harness {
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let redis = RedisStore::new(url, &prefix).unwrap();
     let store = MemStore::default();
@@ -124,7 +128,7 @@ async fn harness(url: &str) -> Harness {
         redis: redis.clone(),
         metrics: metrics.clone(),
         wake: wake.clone(),
-        dedup_window_seconds: 60,
+        dedup_window_seconds,
     };
     let base = spawn(router(state, BODY_LIMIT)).await;
     Harness { base, store, redis, ds, ds_url, wake, metrics }
@@ -250,20 +254,23 @@ async fn new_signal_creates_then_duplicates_are_counted_and_audited() {
     let first: WebhookResponse = serde_json::from_value(body).unwrap();
     let r = &first.results[0];
     assert_eq!((r.status.as_str(), r.namespace.as_str()), ("created", "shop"));
-    assert!(r.remediation_request.starts_with("rr-") && r.remediation_request.len() == 19);
-    assert_eq!(h.store.count("shop", &r.remediation_request), Some(1));
+    let name = r.remediation_request.clone().unwrap();
+    let opened = name.strip_prefix(&format!("rr-{}-", &r.fingerprint[..16])).expect(&name);
+    assert!(opened.parse::<u64>().is_ok_and(|t| t > 1_700_000_000), "{name}");
+    assert_eq!(h.store.count("shop", &name), Some(1));
 
     let (status, body) = h.post(webhook(json!([alert("HighCPU", "firing")]))).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate");
     assert_eq!(body["results"][0]["occurrence_count"], 2);
-    assert_eq!(h.store.count("shop", &r.remediation_request), Some(2));
+    assert_eq!(body["results"][0]["remediation_request"], name.as_str());
+    assert_eq!(h.store.count("shop", &name), Some(2));
 
     wait_for(async || h.ds.events.lock().unwrap().len() == 2).await;
     let events = h.ds.events.lock().unwrap().clone();
     assert_eq!(events[0].event_type, "gateway.signal.received");
     assert_eq!(events[1].event_type, "gateway.signal.deduplicated");
-    assert!(events.iter().all(|e| e.correlation_id == r.remediation_request));
+    assert!(events.iter().all(|e| e.correlation_id == name));
     assert_eq!(h.outbox_len().await, 0);
 
     let metrics = reqwest::get(format!("{}/metrics", h.base)).await.unwrap().text().await.unwrap();
@@ -336,15 +343,34 @@ async fn failed_creation_is_503_and_the_retry_creates() {
 
 #[tokio::test]
 #[ignore = "needs Redis: run by cargo xtask test"]
-async fn existing_resource_after_window_counts_as_occurrence() {
+async fn after_the_window_a_new_resource_is_created() {
+    let h = harness_with_window(&redis_url(), 1).await;
+    let (status, first) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
+    assert_eq!(status, 201, "{first}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, second) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
+    assert_eq!(status, 201, "{second}");
+    let (a, b) = (&first["results"][0]["remediation_request"], &second["results"][0]["remediation_request"]);
+    assert_ne!(a, b);
+    assert_eq!(h.store.count("shop", a.as_str().unwrap()), Some(1));
+    assert_eq!(h.store.count("shop", b.as_str().unwrap()), Some(1));
+    // Inside the new window, duplicates count on the new resource.
+    let (status, third) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
+    assert_eq!((status, &third["results"][0]["remediation_request"]), (202, b), "{third}");
+    assert_eq!(h.store.count("shop", b.as_str().unwrap()), Some(2));
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn a_resource_deleted_inside_the_window_is_created_again_under_its_name() {
     let h = harness(&redis_url()).await;
-    let (status, body) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
-    assert_eq!(status, 201);
-    let fingerprint = body["results"][0]["fingerprint"].as_str().unwrap().to_owned();
-    h.redis.release(&fingerprint).await.unwrap(); // the window expires
-    let (status, body) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["results"][0]["occurrence_count"], 2);
+    let (status, first) = h.post(webhook(json!([alert("Gone", "firing")]))).await;
+    assert_eq!(status, 201, "{first}");
+    let name = first["results"][0]["remediation_request"].as_str().unwrap().to_owned();
+    h.store.items.lock().unwrap().clear();
+    let (status, again) = h.post(webhook(json!([alert("Gone", "firing")]))).await;
+    assert_eq!((status, again["results"][0]["remediation_request"].as_str()), (201, Some(name.as_str())));
+    assert_eq!(h.store.count("shop", &name), Some(1));
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
+use kube::api::ListParams;
 use remedy_api::RemediationRequest;
 use remedy_e2e::{Env, audit_event, audit_events, eventually, http, restart, scale};
 use serde_json::{Value, json};
@@ -40,6 +42,19 @@ async fn rrs(env: &Env) -> Api<RemediationRequest> {
     Api::namespaced(env.client().await, &env.namespace)
 }
 
+/// The deduplication window the deployed gateway runs with.
+async fn dedup_window(env: &Env) -> Duration {
+    let deployment = Api::<Deployment>::namespaced(env.client().await, &env.namespace).get("gateway").await.unwrap();
+    let containers = deployment.spec.and_then(|s| s.template.spec).map(|s| s.containers).unwrap_or_default();
+    let value = containers
+        .iter()
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == "DEDUP_WINDOW_SECONDS")
+        .and_then(|e| e.value.as_deref()?.parse().ok())
+        .expect("the gateway manifest sets DEDUP_WINDOW_SECONDS");
+    Duration::from_secs(value)
+}
+
 #[tokio::test]
 async fn a_firing_alert_creates_a_remediation_request() {
     let _gateway = GATEWAY.read().await;
@@ -75,6 +90,31 @@ async fn a_duplicate_inside_the_window_raises_the_occurrence_count() {
 }
 
 #[tokio::test]
+async fn after_the_window_a_new_request_is_created() {
+    let env = Env::get();
+    let window = dedup_window(&env).await;
+    let body = webhook(vec![alert(&env.unique("Recurring"), &env.namespace, "firing")]);
+    let (status, first) = {
+        let _gateway = GATEWAY.read().await;
+        post(&env, &body).await
+    };
+    assert_eq!(status, 201, "{first}");
+    // Not holding the gateway meanwhile: a restart does not change the window (it is in Redis).
+    tokio::time::sleep(window + Duration::from_secs(1)).await;
+    let _gateway = GATEWAY.read().await;
+    let (status, second) = post(&env, &body).await;
+    assert_eq!(status, 201, "the window ({window:?}) is over, so the signal is new again: {second}");
+    let (old, new) =
+        (first["results"][0]["remediation_request"].as_str(), second["results"][0]["remediation_request"].as_str());
+    assert_ne!(old, new);
+    let api = rrs(&env).await;
+    for name in [old, new] {
+        let rr = api.get(name.unwrap()).await.unwrap();
+        assert_eq!(rr.status.and_then(|s| s.occurrence_count), Some(1), "{name:?}");
+    }
+}
+
+#[tokio::test]
 async fn every_alert_of_a_payload_gets_its_own_request() {
     let _gateway = GATEWAY.read().await;
     let env = Env::get();
@@ -97,8 +137,15 @@ async fn a_resolved_alert_creates_nothing() {
     let (status, body) = post(&env, &webhook(vec![alert(&env.unique("Cleared"), &env.namespace, "resolved")])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["status"], "ignored");
-    let name = body["results"][0]["remediation_request"].as_str().unwrap();
-    assert!(rrs(&env).await.get_opt(name).await.unwrap().is_none());
+    assert_eq!(body["results"][0].get("remediation_request"), None, "{body}");
+    let fingerprint = &body["results"][0]["fingerprint"].as_str().unwrap()[..16];
+    let selector = format!("remedy.dev/fingerprint={fingerprint}");
+    let found = rrs(&env).await.list(&ListParams::default().labels(&selector)).await.unwrap();
+    assert!(
+        found.items.is_empty(),
+        "{selector}: {:?}",
+        found.items.iter().map(|r| &r.metadata.name).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -335,7 +382,9 @@ async fn metrics_count_created_signals() {
 async fn deduplication_survives_a_gateway_restart() {
     let _gateway = GATEWAY.write().await;
     let env = Env::get();
+    let window = dedup_window(&env).await;
     let body = webhook(vec![alert(&env.unique("Persistent"), &env.namespace, "firing")]);
+    let opened = std::time::Instant::now();
     assert_eq!(post(&env, &body).await.0, 201);
     restart(&env, &env.client().await, "gateway").await;
     // The Service sends requests only to a ready pod: wait until one answers again.
@@ -345,6 +394,10 @@ async fn deduplication_survives_a_gateway_restart() {
         ok.then_some(())
     })
     .await;
+    assert!(
+        opened.elapsed() < window,
+        "the restart took longer than the {window:?} window: raise DEDUP_WINDOW_SECONDS"
+    );
     let (status, again) = post(&env, &body).await;
     assert_eq!(status, 202, "the restarted gateway forgot the signal: {again}");
     assert_eq!(again["results"][0]["occurrence_count"], 2);
