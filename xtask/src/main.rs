@@ -15,6 +15,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
+    forget_cargo_run_env();
     let flags = match flags::Xtask::try_parse() {
         Ok(flags) => flags,
         Err(err) => return usage_error(err),
@@ -30,6 +31,22 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cargo run` hands the xtask its package's variables. The cargo commands the xtask runs would
+/// inherit them and rebuild whatever watches them (ring's build script watches
+/// `CARGO_MANIFEST_DIR`), and then the user's next own build rebuilds it back.
+fn forget_cargo_run_env() {
+    const VARS: [&str; 5] =
+        ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
+    let keys: Vec<_> = std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.to_str().is_some_and(|k| VARS.contains(&k) || k.starts_with("CARGO_PKG_")))
+        .collect();
+    for key in keys {
+        // SAFETY: first thing in `main`, before any other thread exists.
+        unsafe { std::env::remove_var(key) };
     }
 }
 
