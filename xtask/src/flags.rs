@@ -73,9 +73,16 @@ pub struct E2e {
     #[arg(long)]
     pub keep_cluster: bool,
 
-    /// Reuse the named Kind cluster if it exists, and keep it afterwards.
+    /// Reuse the environment and keep it afterwards: the named Kind cluster if it exists, and
+    /// a stable namespace (`remedy-<service>`), so unchanged manifests re-apply as no-ops.
     #[arg(long)]
     pub reuse_cluster: bool,
+
+    /// Skip the specs when nothing they depend on (images, manifests, spec sources, the
+    /// environment) changed since they last passed; reported as cached. Useful with
+    /// --reuse-cluster.
+    #[arg(long)]
+    pub skip_unchanged_tests: bool,
 
     /// Name of the Kind cluster [default: remedy-<service>-<run id>].
     #[arg(long, value_name = "NAME")]

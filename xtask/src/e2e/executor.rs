@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::kube;
-use crate::envs::{Settings, image_ref, tag_var};
+use crate::envs::{Settings, tag_var};
 use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, run_command};
 
 /// How long CRDs get to become Established.
@@ -53,6 +53,7 @@ impl RealExecutor {
     /// for x. An unknown name is an error naming it.
     pub fn expand(&self, text: &str) -> anyhow::Result<String> {
         let vars = self.vars.lock().unwrap();
+        let settings = &self.settings;
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("${") {
@@ -64,7 +65,7 @@ impl RealExecutor {
                 None => match name.strip_prefix("IMAGE_") {
                     Some(bin) if vars.contains_key(&tag_var(&bin.to_lowercase())) => {
                         let bin = bin.to_lowercase();
-                        image_ref(&bin).replace(&format!("${{{}}}", tag_var(&bin)), &vars[&tag_var(&bin)])
+                        settings.image(&bin).replace(&format!("${{{}}}", tag_var(&bin)), &vars[&tag_var(&bin)])
                     }
                     _ => bail!("unknown placeholder ${{{name}}}"),
                 },
@@ -101,11 +102,8 @@ impl RealExecutor {
                 append(log, &format!("namespace {ns} ready"))?;
             }
             KubeOp::Secret { name, literal, random } => {
-                let mut data: std::collections::BTreeMap<String, String> = literal.iter().cloned().collect();
-                for key in random {
-                    data.insert(key.clone(), random_hex(16)?);
-                }
-                kube::secret(client, ns, name, &data).await?;
+                let data = literal.iter().cloned().collect();
+                kube::secret(client, ns, name, data, random, || random_hex(16)).await?;
                 append(log, &format!("Secret {name} ready"))?;
             }
             KubeOp::Apply { manifest } => {
@@ -147,7 +145,8 @@ impl Executor for RealExecutor {
             match step {
                 Step::Run(cmd) => run_command(&self.expand_command(cmd)?, &cx.log, &cx.cancel)?,
                 Step::Tag { var, files, strings } => {
-                    let tag = content_hash(files, strings)?;
+                    let strings = strings.iter().map(|s| self.expand(s)).collect::<anyhow::Result<Vec<_>>>()?;
+                    let tag = content_hash(files, &strings)?;
                     append(&cx.log, &format!("{var} = {tag}"))?;
                     self.vars.lock().unwrap().insert(var.clone(), tag);
                 }
@@ -159,6 +158,19 @@ impl Executor for RealExecutor {
                     Err(err) if err.is::<Cancelled>() => return Err(err),
                     Err(_) => {}
                 },
+                Step::SkipIfStamped { stamp, value } => {
+                    let value = self.expand(value)?;
+                    if std::fs::read_to_string(stamp).is_ok_and(|held| held.trim() == value) {
+                        append(&cx.log, &format!("unchanged since it last succeeded ({stamp}): nothing to do"))?;
+                        return Ok(Outcome::Cached);
+                    }
+                }
+                Step::Stamp { stamp, value } => {
+                    if let Some(dir) = stamp.parent() {
+                        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+                    }
+                    std::fs::write(stamp, self.expand(value)?).with_context(|| format!("cannot write {stamp}"))?;
+                }
                 Step::Copy { from, to } => {
                     if let Some(dir) = to.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
@@ -208,20 +220,25 @@ async fn answers_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// A 16-hex-digit SHA-256 over the files' bytes and the strings, each length-prefixed.
+/// A 16-hex-digit SHA-256 over the files' bytes (a directory: each file under it, with its
+/// path, in order) and the strings, each length-prefixed.
 pub fn content_hash(files: &[camino::Utf8PathBuf], strings: &[String]) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for file in files {
-        let mut f = std::fs::File::open(file).with_context(|| format!("cannot read {file}: was it built?"))?;
-        let len = f.metadata()?.len();
-        hasher.update(len.to_le_bytes());
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
+        for file in files_under(file)? {
+            let mut f = std::fs::File::open(&file).with_context(|| format!("cannot read {file}: was it built?"))?;
+            hasher.update((file.as_str().len() as u64).to_le_bytes());
+            hasher.update(file.as_str().as_bytes());
+            let len = f.metadata()?.len();
+            hasher.update(len.to_le_bytes());
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
             }
-            hasher.update(&buf[..n]);
         }
     }
     for s in strings {
@@ -230,6 +247,19 @@ pub fn content_hash(files: &[camino::Utf8PathBuf], strings: &[String]) -> anyhow
     }
     let digest = hasher.finalize();
     Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `path` itself, or every file under the directory `path`, sorted.
+fn files_under(path: &Utf8Path) -> anyhow::Result<Vec<camino::Utf8PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    for entry in path.read_dir_utf8().with_context(|| format!("cannot list {path}"))? {
+        out.extend(files_under(entry?.path())?);
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn append(log: &Utf8Path, line: &str) -> anyhow::Result<()> {
@@ -259,9 +289,11 @@ mod tests {
             target: Target::Existing { kubeconfig: "k".into() },
             delivery: Delivery::None,
             namespace: "remedy-ns".into(),
+            image_repo: "localhost/remedy".into(),
             base_image: "debian:bookworm-slim".into(),
             manifests: "test/manifests".into(),
             wait_timeout: Duration::from_secs(1),
+            skip_unchanged_tests: false,
         };
         RealExecutor::new(settings, &[("IMAGE_POSTGRES", "postgres:16".into())]).unwrap()
     }
@@ -273,7 +305,7 @@ mod tests {
         let text = "ns: ${NAMESPACE}\nimage: ${IMAGE_GATEWAY}\ndb: ${IMAGE_POSTGRES}\npolicy: ${IMAGE_PULL_POLICY}";
         assert_eq!(
             exec.expand(text).unwrap(),
-            "ns: remedy-ns\nimage: remedy/gateway:0123abcd\ndb: postgres:16\npolicy: IfNotPresent"
+            "ns: remedy-ns\nimage: localhost/remedy/gateway:0123abcd\ndb: postgres:16\npolicy: IfNotPresent"
         );
     }
 
@@ -299,7 +331,62 @@ mod tests {
         assert_eq!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap());
         assert_ne!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=y".into()]).unwrap());
         std::fs::write(&file, b"binary v2").unwrap();
-        assert_ne!(a, content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap());
+        let b = content_hash(std::slice::from_ref(&file), &["BASE_IMAGE=x".into()]).unwrap();
+        assert_ne!(a, b);
+        // A directory stands for every file under it, names included.
+        let tree = camino::Utf8PathBuf::from_path_buf(dir.clone()).unwrap();
+        let whole = content_hash(std::slice::from_ref(&tree), &[]).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/more"), b"x").unwrap();
+        let grown = content_hash(std::slice::from_ref(&tree), &[]).unwrap();
+        assert_ne!(whole, grown);
+        std::fs::rename(dir.join("sub/more"), dir.join("sub/renamed")).unwrap();
+        assert_ne!(grown, content_hash(std::slice::from_ref(&tree), &[]).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stamped_task_runs_once_per_set_of_inputs() {
+        let dir = camino::Utf8PathBuf::from_path_buf(
+            std::env::temp_dir().join(format!("xtask-stamp-{}", std::process::id())),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let exec = executor();
+        let cx = TaskCx { cancel: tokio_util::sync::CancellationToken::new(), log: dir.join("task.log") };
+        let runs = dir.join("runs");
+        let count_run = Command::new("sh", ["-c", &format!("echo run >> {runs}")]);
+        let task = Task::new("t", crate::phases::Phase::Tests, crate::phases::Kind::Process).unless_stamped(
+            dir.join("stamp"),
+            "${NAMESPACE}",
+            vec![Step::Run(count_run)],
+        );
+        let times_run = || std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+        assert_eq!(exec.run_blocking(&task, &cx).unwrap(), Outcome::Done);
+        assert_eq!(std::fs::read_to_string(dir.join("stamp")).unwrap(), "remedy-ns");
+        assert_eq!(exec.run_blocking(&task, &cx).unwrap(), Outcome::Cached);
+        assert_eq!(times_run(), 1);
+        exec.vars.lock().unwrap().insert("NAMESPACE".into(), "elsewhere".into());
+        assert_eq!(exec.run_blocking(&task, &cx).unwrap(), Outcome::Done);
+        assert_eq!(times_run(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_step_leaves_no_stamp() {
+        let dir = camino::Utf8PathBuf::from_path_buf(
+            std::env::temp_dir().join(format!("xtask-nostamp-{}", std::process::id())),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let cx = TaskCx { cancel: tokio_util::sync::CancellationToken::new(), log: dir.join("task.log") };
+        let task = Task::new("t", crate::phases::Phase::Tests, crate::phases::Kind::Process).unless_stamped(
+            dir.join("stamp"),
+            "x",
+            vec![Step::Run(Command::new("false", Vec::<String>::new()))],
+        );
+        assert!(executor().run_blocking(&task, &cx).is_err());
+        assert!(!dir.join("stamp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -126,9 +126,27 @@ pub async fn namespace(client: &Client, ns: &str, run_id: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// Creates a Secret from string values (which are never printed).
-pub async fn secret(client: &Client, ns: &str, name: &str, data: &BTreeMap<String, String>) -> anyhow::Result<()> {
+/// Creates a Secret from string values (which are never printed). Keys in `random` get a fresh
+/// random value unless the Secret already holds one: a reused environment keeps its database
+/// password, which the database's data was initialised with.
+pub async fn secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    mut data: BTreeMap<String, String>,
+    random: &[String],
+    fresh: impl Fn() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let existing = secrets.get_opt(name).await.explain(|| format!("cannot read Secret {name}"))?;
+    let kept = existing.and_then(|s| s.data).unwrap_or_default();
+    for key in random {
+        let value = match kept.get(key) {
+            Some(value) => String::from_utf8(value.0.clone()).with_context(|| format!("Secret {name}: {key}"))?,
+            None => fresh()?,
+        };
+        data.insert(key.clone(), value);
+    }
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",

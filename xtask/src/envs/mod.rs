@@ -82,11 +82,16 @@ pub struct Settings {
     pub target: Target,
     pub delivery: Delivery,
     pub namespace: String,
+    /// Where the service images are named: `localhost/remedy` for a local engine (fully
+    /// qualified, so docker, podman and the node's containerd agree), or a registry's.
+    pub image_repo: String,
     pub base_image: String,
     /// Where the manifests are read from.
     pub manifests: Utf8PathBuf,
     /// How long a rollout or a Job may take.
     pub wait_timeout: Duration,
+    /// Skip the specs when their inputs are unchanged since they last passed here.
+    pub skip_unchanged_tests: bool,
 }
 
 impl Settings {
@@ -133,6 +138,21 @@ impl Settings {
                 steps
             }
         }
+    }
+
+    /// The image of a service; the tag is the content hash of its inputs, known once it is built.
+    pub fn image(&self, bin: &str) -> String {
+        format!("{}/{bin}:${{{}}}", self.image_repo, tag_var(bin))
+    }
+
+    /// What identifies the environment the specs run against: the same inputs passing against
+    /// another cluster or namespace say nothing about this one.
+    fn identity(&self) -> String {
+        let cluster = match &self.target {
+            Target::Kind { name, .. } => format!("kind {name}"),
+            Target::Existing { kubeconfig } => format!("kubeconfig {kubeconfig}"),
+        };
+        format!("{cluster}, namespace {}", self.namespace)
     }
 
     /// `kind export logs` into the report directory.
@@ -298,7 +318,7 @@ impl Env<'_> {
         for &bin in binaries {
             self.built.push(bin.to_owned());
             let context = s.run_dir.join("images").join(bin);
-            let image = image_ref(bin);
+            let image = s.image(bin);
             let base = format!("BASE_IMAGE={}", s.base_image);
             let dockerfile = format!("services/{bin}/Dockerfile");
             let binary = format!("target/debug/{bin}");
@@ -325,11 +345,16 @@ impl Env<'_> {
                         ["save", "--format", "docker-archive", "--output", archive.as_str(), &image],
                     ),
                 };
+                // As `kind load docker-image` does: an image the node already has is not loaded
+                // again (the tag is a content hash, so the same tag is the same image).
+                let node = format!("{name}-control-plane");
+                let present = Command::new(s.engine.program(), ["exec", &node, "crictl", "inspecti", &image]);
                 self.add(
                     Task::new(format!("load-image-{bin}"), Phase::Images, Kind::Process)
                         .after(&[&format!("build-image-{bin}"), ids::CLUSTER])
                         .stage(stage::IMAGES_AND_INFRA)
                         .estimate(12)
+                        .skip_if(present)
                         .run(save)
                         .run(s.kind(&["load", "image-archive", archive.as_str(), "--name", name])),
                 );
@@ -451,14 +476,24 @@ impl Env<'_> {
         for e in &self.exposed {
             cmd = cmd.env(format!("REMEDY_E2E_{}", e.var()), format!("${{{}}}", e.var()));
         }
-        self.add(
-            Task::new(ids::SPECS, Phase::Tests, Kind::Process)
-                .after(deps)
-                .after(&[ids::BUILD_SPECS])
-                .stage(stage::SPECS)
-                .estimate(10)
-                .run(cmd),
-        );
+        let mut task = Task::new(ids::SPECS, Phase::Tests, Kind::Process)
+            .after(deps)
+            .after(&[ids::BUILD_SPECS])
+            .stage(stage::SPECS)
+            .estimate(10);
+        task = if s.skip_unchanged_tests {
+            // The inputs: what is deployed (each image's content hash, the manifests, the
+            // third-party images), the specs' sources, and where they run.
+            let mut strings: Vec<String> = self.built.iter().map(|bin| format!("${{{}}}", tag_var(bin))).collect();
+            strings.extend(["${IMAGE_POSTGRES}".to_owned(), "${IMAGE_REDIS}".to_owned(), s.identity()]);
+            let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
+            let files = ["test/e2e", "services/api/src", "Cargo.lock", s.manifests.as_str()];
+            let stamp = format!("target/e2e/{suite}/specs-passed");
+            task.tag("SPECS_INPUTS", &files, &strings).unless_stamped(stamp, "${SPECS_INPUTS}", vec![Step::Run(cmd)])
+        } else {
+            task.run(cmd)
+        };
+        self.add(task);
     }
 }
 
@@ -468,11 +503,6 @@ fn workload_kind(manifest: &Utf8Path, name: &str) -> Workload {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
     let statefulset = docs.iter().any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == name);
     if statefulset { Workload::StatefulSet } else { Workload::Deployment }
-}
-
-/// The image of a service; the tag is the content hash of its inputs, known once it is built.
-pub fn image_ref(bin: &str) -> String {
-    format!("remedy/{bin}:${{{}}}", tag_var(bin))
 }
 
 /// The run variable holding the content-hash tag of `bin`'s image.
@@ -493,9 +523,11 @@ mod tests {
             target,
             delivery,
             namespace: "remedy-r1".into(),
+            image_repo: "localhost/remedy".into(),
             base_image: "debian:bookworm-slim".into(),
             manifests: crate::project_root().join("test/manifests"),
             wait_timeout: Duration::from_secs(180),
+            skip_unchanged_tests: false,
         }
     }
 
@@ -543,6 +575,41 @@ mod tests {
             assert_eq!(cmd.env, [("KIND_EXPERIMENTAL_PROVIDER".to_string(), "podman".to_string())], "{cmd}");
         }
         assert!(s.teardown(false).iter().all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman")));
+    }
+
+    #[test]
+    fn an_image_the_kind_node_has_is_not_loaded_again() {
+        let s = settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Podman);
+        let plan = Service::Gateway.plan(&s).unwrap();
+        let load = &plan.tasks()[plan.index_of("load-image-gateway").unwrap()];
+        let Step::SkipIf(probe) = &load.steps[0] else { panic!("the probe comes first: {:?}", load.steps) };
+        assert_eq!(
+            probe.to_string(),
+            "podman exec c-control-plane crictl inspecti localhost/remedy/gateway:${TAG_GATEWAY}"
+        );
+    }
+
+    #[test]
+    fn unchanged_specs_are_skipped_only_when_asked_and_per_environment() {
+        let steps = |s: &Settings| {
+            let plan = Service::Gateway.plan(s).unwrap();
+            plan.tasks()[plan.index_of(ids::SPECS).unwrap()].steps.clone()
+        };
+        assert!(matches!(steps(&kind())[..], [Step::Run(_)]));
+        let mut s = kind();
+        s.skip_unchanged_tests = true;
+        let [Step::Tag { var, strings, files }, Step::SkipIfStamped { .. }, Step::Run(_), Step::Stamp { .. }] =
+            &steps(&s)[..]
+        else {
+            panic!("{:?}", steps(&s));
+        };
+        assert_eq!(var, "SPECS_INPUTS");
+        for input in
+            ["${TAG_GATEWAY}", "${TAG_DATASTORAGE}", "${IMAGE_POSTGRES}", "kind remedy-r1, namespace remedy-r1"]
+        {
+            assert!(strings.contains(&input.to_owned()), "{input} in {strings:?}");
+        }
+        assert!(files.iter().any(|f| f.ends_with("test/manifests")) && files.contains(&"test/e2e".into()));
     }
 
     #[test]

@@ -13,4 +13,4 @@ mod svg;
 
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
 pub use process::run_command;
-pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Strategy, TaskCx, run};
+pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, run};

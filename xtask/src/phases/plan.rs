@@ -183,7 +183,7 @@ pub enum Step {
         to: Utf8PathBuf,
     },
     /// Set the run variable `var` (used as `${var}` by later steps and tasks) to a content hash
-    /// of these files and strings.
+    /// of these files (directories: every file under them) and strings (`${...}` filled in).
     Tag {
         var: String,
         files: Vec<Utf8PathBuf>,
@@ -192,6 +192,17 @@ pub enum Step {
     /// When this probe succeeds the result already exists: skip the task's remaining steps and
     /// report it cached.
     SkipIf(Command),
+    /// When the file `stamp` holds `value`, these inputs already succeeded: skip the task's
+    /// remaining steps and report it cached.
+    SkipIfStamped {
+        stamp: Utf8PathBuf,
+        value: String,
+    },
+    /// Write `value` to the file `stamp`: the task succeeded with these inputs.
+    Stamp {
+        stamp: Utf8PathBuf,
+        value: String,
+    },
 }
 
 impl fmt::Display for Step {
@@ -206,6 +217,8 @@ impl fmt::Display for Step {
                 write!(f, "{var} = content hash of {}", inputs.join(", "))
             }
             Step::SkipIf(probe) => write!(f, "cached if this succeeds: $ {probe}"),
+            Step::SkipIfStamped { stamp, value } => write!(f, "cached if {stamp} holds {value}"),
+            Step::Stamp { stamp, value } => write!(f, "write {value} to {stamp}"),
         }
     }
 }
@@ -262,6 +275,15 @@ impl Task {
 
     pub fn skip_if(mut self, probe: Command) -> Task {
         self.steps.push(Step::SkipIf(probe));
+        self
+    }
+
+    /// Skips the rest when `stamp` holds `value`; records `value` there once the rest succeeded.
+    pub fn unless_stamped(mut self, stamp: impl Into<Utf8PathBuf>, value: &str, steps: Vec<Step>) -> Task {
+        let stamp = stamp.into();
+        self.steps.push(Step::SkipIfStamped { stamp: stamp.clone(), value: value.to_owned() });
+        self.steps.extend(steps);
+        self.steps.push(Step::Stamp { stamp, value: value.to_owned() });
         self
     }
 
