@@ -7,8 +7,8 @@ use crate::audit::AuditEvent;
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Datastorage answered that the event itself is unacceptable (a 4xx other than 408
-    /// and 429); sending it again will not help.
+    /// Datastorage answered that the event itself is unacceptable (400, 413, 415 or 422);
+    /// sending it again will not help.
     #[error("datastorage rejected the event ({status}): {body}")]
     Rejected {
         /// HTTP status.
@@ -71,7 +71,10 @@ impl AuditClient {
         }
         let body = resp.text().await.unwrap_or_default();
         let code = status.as_u16();
-        if status.is_client_error() && code != 408 && code != 429 {
+        // Only answers about the event itself are final. Anything else, a 404 included, may come
+        // from whatever answers at datastorage's address for a moment (a stale endpoint during a
+        // rollout, a proxy): the event is kept and sent again.
+        if matches!(code, 400 | 413 | 415 | 422) {
             Err(SendError::Rejected { status: code, body })
         } else {
             Err(SendError::Unavailable(format!("POST {} answered {status}: {body}", self.endpoint)))

@@ -328,6 +328,22 @@ async fn rejected_audit_events_go_to_dead_letter_not_lost() {
 
 #[tokio::test]
 #[ignore = "needs Redis: run by cargo xtask test"]
+async fn a_404_from_whatever_answers_for_datastorage_is_retried_not_dead_lettered() {
+    let h = harness(&redis_url()).await;
+    h.ds.answer.store(404, Ordering::SeqCst);
+    let (status, _) = h.post(webhook(json!([alert("Misrouted", "firing")]))).await;
+    assert_eq!(status, 201);
+    let fwd = tokio::spawn(h.forwarder().run());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((h.outbox_len().await, h.redis.len(&h.redis.dead_letter_key()).await.unwrap()), (1, 0));
+    h.ds.answer.store(201, Ordering::SeqCst);
+    wait_for(async || h.outbox_len().await == 0).await;
+    assert_eq!(h.ds.events.lock().unwrap().len(), 1);
+    fwd.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
 async fn failed_creation_is_503_and_the_retry_creates() {
     let h = harness(&redis_url()).await;
     h.store.fail_create.store(true, Ordering::SeqCst);
