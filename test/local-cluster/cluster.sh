@@ -469,10 +469,13 @@ up() {
 
     step "start cluster DNS (dnsmasq on $NODE_IP:53 fed by dns-sync)"
     command -v dnsmasq >/dev/null || fail "dnsmasq missing -- apt-get install dnsmasq-base"
-    start_proc dns-sync "$HERE/dns-sync.sh" "https://$NODE_IP:$API_PORT" "$p/ca.crt" "$p/token" "$STATE/dns-hosts/services"
+    : >"$STATE/dns-hosts/services"
+    rm -f "$STATE/dnsmasq.pidfile"
     start_proc dnsmasq dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
         --pid-file="$STATE/dnsmasq.pidfile" --listen-address="$NODE_IP" --bind-interfaces --no-hosts \
-        --hostsdir="$STATE/dns-hosts" --local=/cluster.local/ --domain-needed --log-facility=-
+        --addn-hosts="$STATE/dns-hosts/services" --local=/cluster.local/ --domain-needed --log-facility=-
+    start_proc dns-sync "$HERE/dns-sync.sh" "https://$NODE_IP:$API_PORT" "$p/ca.crt" "$p/token" "$STATE/dns-hosts/services" \
+        "$STATE/dnsmasq.pidfile"
 
     step "wait for node Ready, kube-proxy, DNS and the default service account"
     wait_for 60 "node localhost" "see $STATE/logs/kubelet.log" node_ready

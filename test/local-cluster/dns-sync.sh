@@ -1,9 +1,12 @@
 #!/bin/bash
-# Feeds dnsmasq (--hostsdir) with <svc>.<ns>.svc.cluster.local records from the API server.
-# Usage: dns-sync.sh <api-url> <ca.crt> <token-file> <hosts-file>
+# Feeds dnsmasq (--addn-hosts) with <svc>.<ns>.svc.cluster.local records from the API server.
+# Usage: dns-sync.sh <api-url> <ca.crt> <token-file> <hosts-file> <dnsmasq-pidfile>
 # Re-syncs on every watch event of services/endpoints (bursts coalesced) and at least every 30 s.
+# On a change dnsmasq gets SIGHUP, which re-reads the file and forgets the old records: with
+# --hostsdir it would only ever add them, so a Service re-created under the same name (a
+# namespace deleted and made again) would resolve to its old address as well as the new one.
 set -uo pipefail
-API="$1" CA="$2" TOKEN="$(cat "$3")" OUT="$4"
+API="$1" CA="$2" TOKEN="$(cat "$3")" OUT="$4" DNSMASQ_PIDFILE="$5"
 DOMAIN="cluster.local"
 
 get() { curl -sf --max-time 10 -A dns-sync --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$API$1"; }
@@ -19,8 +22,15 @@ sync_once() {
             | (if ($headless | index("\($ep.metadata.namespace)/\($ep.metadata.name)")) != null
                then "\(.ip) \($ep.metadata.name).\($ep.metadata.namespace).svc.\($d)" else empty end),
               (if .hostname then "\(.ip) \(.hostname).\($ep.metadata.name).\($ep.metadata.namespace).svc.\($d)" else empty end))
-    ' >"$tmp" && mv "$tmp" "$OUT"
+    ' >"$tmp" || { rm -f "$tmp".*; return 1; }
     rm -f "$tmp.svc" "$tmp.ep"
+    if cmp -s "$tmp" "$OUT"; then
+        rm -f "$tmp"
+    else
+        mv "$tmp" "$OUT"
+        [ -s "$DNSMASQ_PIDFILE" ] && kill -HUP "$(cat "$DNSMASQ_PIDFILE")" 2>/dev/null
+    fi
+    return 0
 }
 
 # watch_loop <resource>: a sync after each burst of events; the watch times out after 30 s.
@@ -35,6 +45,9 @@ watch_loop() {
         done
     done
 }
+
+# dnsmasq starts first; its pid is needed to signal it.
+for _ in $(seq 100); do [ -s "$DNSMASQ_PIDFILE" ] && break; sleep 0.1; done
 
 watch_loop services &
 watch_loop endpoints &

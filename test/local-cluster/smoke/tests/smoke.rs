@@ -340,6 +340,7 @@ async fn local_cluster_smoke() -> Result<()> {
     eprintln!("data-client pod logs:\n{logs}");
     ensure!(ok && logs.contains("42") && logs.contains("ok"), "PostgreSQL/Redis images not usable: {logs}");
 
+    check_dns_forgets_recreated_services(&services, &ns).await?;
     namespaces.delete(&ns, &Default::default()).await.ok();
 
     guard.0 = false;
@@ -360,6 +361,42 @@ async fn local_cluster_smoke() -> Result<()> {
 
 /// A CRD with `default: ""` and a custom resource with empty-string and zero fields: rejected as
 /// "null" by 1.20 built with Go >= 1.16 unless the vendored kube-openapi check is patched.
+/// A Service deleted and made again under its name resolves to its new address only: the
+/// cluster DNS forgets the old one (E2E runs that reuse a namespace name depend on it).
+async fn check_dns_forgets_recreated_services(services: &Api<Service>, namespace: &str) -> Result<()> {
+    let fqdn = format!("again.{namespace}.svc.cluster.local");
+    let dns = std::fs::read_to_string(state_dir().join("node-ip"))?.trim().to_owned();
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "again"},
+                          "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
+        let svc = apply(services, "again", body).await?;
+        let ip = svc.spec.and_then(|s| s.cluster_ip).context("clusterIP")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = std::process::Command::new("busybox").args(["nslookup", &fqdn, &dns]).output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let answers: Vec<&str> = text
+                .split("Name:")
+                .nth(1)
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| l.strip_prefix("Address:"))
+                .map(str::trim)
+                .collect();
+            if answers == [ip.as_str()] {
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "{fqdn} resolves to {answers:?}, not only {ip}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        addresses.push(ip);
+        services.delete("again", &Default::default()).await?;
+    }
+    eprintln!("DNS followed a re-created Service: {addresses:?}");
+    Ok(())
+}
+
 async fn check_crd_empty_strings(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = "things.smoke.remedy.dev";
