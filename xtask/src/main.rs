@@ -6,7 +6,9 @@ mod codegen;
 mod e2e;
 mod envs;
 mod flags;
+mod hooks;
 mod phases;
+mod pre_push;
 mod test;
 
 use std::process::ExitCode;
@@ -23,6 +25,8 @@ fn main() -> ExitCode {
         flags::XtaskCmd::E2e(cmd) => cmd.run(),
         flags::XtaskCmd::Test(cmd) => cmd.run(),
         flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        flags::XtaskCmd::Hooks(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        flags::XtaskCmd::PrePush(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
