@@ -83,10 +83,14 @@ pub struct HooksUninstall {}
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
-  cargo xtask pre-push                               what pushing HEAD to its upstream would check
+  cargo xtask pre-push                               check what pushing HEAD to its upstream would bring
+  cargo xtask pre-push --plan                        only say what that would run, and why
   REMEDY_PRE_PUSH_E2E=1 git push                     also the E2E runs of the affected services
   git push --no-verify                               push without any of it")]
 pub struct PrePush {
+    /// Say what would run and why; run nothing.
+    #[arg(long)]
+    pub plan: bool,
     /// The remote's name, as git passes it to the hook.
     pub remote: Option<String>,
     /// The remote's URL, as git passes it to the hook (unused).

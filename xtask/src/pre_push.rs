@@ -49,6 +49,12 @@ impl flags::PrePush {
         for line in checks.explain(e2e) {
             eprintln!("pre-push: {line}");
         }
+        if self.plan {
+            for args in checks.commands(e2e) {
+                println!("cargo {}", args.join(" "));
+            }
+            return Ok(());
+        }
         for args in checks.commands(e2e) {
             let shown = format!("cargo {}", args.join(" "));
             if cmd!(sh, "cargo {args...}").run().is_err() {
@@ -317,7 +323,7 @@ impl Checks {
             workspace.add_dependents(&mut checks.crates);
             for (name, files) in &tests_only {
                 if workspace.crates.iter().any(|c| c.name == *name) && !checks.crates.contains_key(*name) {
-                    checks.crates.insert(name.to_string(), format!("{} (read by its tests)", changed(files)));
+                    checks.crates.insert(name.to_string(), format!("{}, read by its tests", changed(files)));
                 }
             }
         }
@@ -334,7 +340,11 @@ impl Checks {
         if let Some(why) = &self.everything {
             lines.push(format!("clippy, tests: the whole workspace ({why})"));
         } else if !self.crates.is_empty() {
-            let crates: Vec<String> = self.crates.iter().map(|(name, why)| format!("{name} ({why})")).collect();
+            // The changed crates first, then those depending on them.
+            let (dependents, changed): (Vec<_>, Vec<_>) =
+                self.crates.iter().partition(|(_, why)| why.starts_with("depends on "));
+            let crates: Vec<String> =
+                changed.iter().chain(&dependents).map(|(name, why)| format!("{name} ({why})")).collect();
             lines.push(format!("clippy, tests: {}", crates.join(", ")));
         }
         if self.fmt.is_none() && self.crates.is_empty() {
@@ -390,8 +400,8 @@ impl Checks {
 fn services(files: &[&str], crates: &BTreeMap<String, String>) -> BTreeMap<&'static str, String> {
     let mut services = BTreeMap::new();
     for service in Service::names() {
-        if crates.contains_key(service) {
-            services.insert(service, format!("{service} affected"));
+        if let Some(why) = crates.get(service) {
+            services.insert(service, why.clone());
             continue;
         }
         let own = |f: &&str| {
@@ -540,7 +550,7 @@ mod tests {
     fn manifests_are_read_by_the_api_and_xtask_tests_without_their_dependents() {
         let checks = decide(&["test/manifests/gateway.yaml"]);
         assert_eq!(names(&checks.crates), ["remedy-api", "xtask"]);
-        assert_eq!(checks.crates["xtask"], "test/manifests/gateway.yaml changed (read by its tests)");
+        assert_eq!(checks.crates["xtask"], "test/manifests/gateway.yaml changed, read by its tests");
         assert_eq!(checks.services.keys().copied().collect::<Vec<_>>(), ["gateway"]);
     }
 
@@ -596,7 +606,12 @@ mod tests {
             ]
         );
         let lines = decide(&["services/gateway/src/lib.rs"]).explain(true);
-        assert_eq!(lines[2], "e2e: gateway (gateway affected)");
+        assert_eq!(lines[2], "e2e: gateway (services/gateway/src/lib.rs changed)");
+        let lines = decide(&["services/api/src/lib.rs"]).explain(false);
+        assert!(
+            lines[1]
+                .starts_with("clippy, tests: remedy-api (services/api/src/lib.rs changed), datastorage (depends on")
+        );
     }
 
     #[test]
