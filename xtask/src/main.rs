@@ -13,8 +13,8 @@ mod test;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let flags = match flags::Xtask::try_parse() {
@@ -61,7 +61,15 @@ fn usage_error(err: clap::Error) -> ExitCode {
     if first.ends_with(':') {
         first = format!("{first} {}", lines.next().unwrap_or_default());
     }
-    let services = envs::Service::names().join(", ");
-    eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+    // The hint is the subcommand's own help; e2e's, with the services, when there is none.
+    let subcommand =
+        std::env::args().nth(1).filter(|s| s != "e2e" && flags::Xtask::command().find_subcommand(s).is_some());
+    match subcommand {
+        Some(subcommand) => eprintln!("error: {first} (see `cargo xtask {subcommand} --help`)"),
+        None => {
+            let services = envs::Service::names().join(", ");
+            eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+        }
+    }
     ExitCode::from(2)
 }
