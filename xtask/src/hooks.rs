@@ -36,10 +36,12 @@ feed | cargo xtask pre-push "$@"
 impl flags::Hooks {
     pub fn run(self) -> anyhow::Result<()> {
         let sh = Shell::new()?;
+        // From the top of the work tree, where git runs hooks and a relative core.hooksPath starts.
+        let top = cmd!(sh, "git rev-parse --show-toplevel").read().context("`git rev-parse --show-toplevel` failed")?;
+        sh.change_dir(&top);
         let dir =
             cmd!(sh, "git rev-parse --git-path hooks").read().context("`git rev-parse --git-path hooks` failed")?;
-        // Relative paths are relative to the current directory, where git ran.
-        let dir = Utf8PathBuf::try_from(sh.current_dir())?.join(dir);
+        let dir = Utf8PathBuf::from(top).join(dir);
         match self.subcommand {
             flags::HooksCmd::Install(flags) => install(&dir, flags.force),
             flags::HooksCmd::Uninstall(_) => uninstall(&dir),

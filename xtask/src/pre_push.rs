@@ -36,10 +36,10 @@ impl flags::PrePush {
             eprintln!("pre-push: nothing to check: only docs changed");
             return Ok(());
         }
-        let metadata = cmd!(sh, "cargo metadata --format-version 1 --no-deps --locked")
+        let metadata = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
             .quiet()
             .read()
-            .context("`cargo metadata` failed")?;
+            .context("pre-push: `cargo metadata` failed (push without the checks: git push --no-verify)")?;
         let workspace = Workspace::from_metadata(&metadata)?;
         let e2e = e2e_opted_in(
             std::env::var("REMEDY_PRE_PUSH_E2E").ok().as_deref(),

@@ -264,3 +264,22 @@ fn a_failing_test_in_an_affected_crate_stops_the_push() {
     let remote_tip = s.git(&s.dir, &["--git-dir", "origin.git", "rev-parse", "main"]);
     assert_ne!(remote_tip, s.git(&s.work, &["rev-parse", "HEAD"]), "the push went through");
 }
+
+#[test]
+fn installs_where_git_looks_for_hooks_from_a_subdirectory() {
+    let s = Scratch::new("hooks-path");
+    s.git(&s.work, &["config", "core.hooksPath", "shared-hooks"]);
+    std::fs::write(s.work.join(".git/info/exclude"), "shared-hooks/\n").unwrap();
+    let sub = s.work.join("a/b");
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = s.command(env!("CARGO_BIN_EXE_xtask"), &sub).args(["hooks", "install"]).output().unwrap();
+    assert_ok(&out);
+    let hook = s.work.join("shared-hooks/pre-push");
+    assert!(text(&out.stdout).contains(&format!("installed pre-push hook: {}", hook.display())), "{out:?}");
+    assert!(hook.exists() && !s.hook().exists());
+
+    s.commit("docs/notes.md", "notes\n");
+    let out = s.push(&["origin", "main"]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("pre-push: nothing to check: only docs changed"), "{out:?}");
+}
