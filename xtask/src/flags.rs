@@ -19,6 +19,8 @@ pub enum XtaskCmd {
     E2e(E2e),
     Test(Test),
     Codegen(Codegen),
+    Hooks(Hooks),
+    PrePush(PrePush),
 }
 
 /// Run every test as CI does (root on Debian: installs and starts what it needs).
@@ -38,6 +40,62 @@ pub struct Test {
 /// Regenerate checked-in files (the CRD manifests) from their sources.
 #[derive(Debug, Args)]
 pub struct Codegen {}
+
+/// Install or remove the git pre-push hook that runs `cargo xtask pre-push`.
+///
+/// The hook goes where git looks for hooks (`git rev-parse --git-path hooks`); nothing else is
+/// touched. A pre-push hook that is not ours is never overwritten.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask hooks install            install the hook; refuses if another pre-push hook exists
+  cargo xtask hooks install --force    keep the other hook as pre-push.remedy-backup and run it first
+  cargo xtask hooks uninstall          remove our hook and put the backup back, if any")]
+pub struct Hooks {
+    #[command(subcommand)]
+    pub subcommand: HooksCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCmd {
+    Install(HooksInstall),
+    Uninstall(HooksUninstall),
+}
+
+/// Install the pre-push hook (again: it is idempotent).
+#[derive(Debug, Args)]
+pub struct HooksInstall {
+    /// Chain an existing pre-push hook that is not ours: move it to pre-push.remedy-backup and
+    /// run it before ours, with the same arguments and input.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Remove our pre-push hook and restore the one it replaced, if any.
+#[derive(Debug, Args)]
+pub struct HooksUninstall {}
+
+/// Check what a push changes: fmt, clippy and tests of the affected crates (run by the hook).
+///
+/// Reads git's pre-push lines (`<local ref> <local sha> <remote ref> <remote sha>`) on stdin;
+/// from a terminal it checks HEAD against its upstream. E2E runs of the affected services only
+/// when REMEDY_PRE_PUSH_E2E=1 or `git config remedy.prePushE2e true`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask pre-push                               check what pushing HEAD to its upstream would bring
+  cargo xtask pre-push --plan                        only say what that would run, and why
+  REMEDY_PRE_PUSH_E2E=1 git push                     also the E2E runs of the affected services
+  git push --no-verify                               push without any of it")]
+pub struct PrePush {
+    /// Say what would run and why; run nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// The remote's name, as git passes it to the hook.
+    pub remote: Option<String>,
+    /// The remote's URL, as git passes it to the hook (unused).
+    pub url: Option<String>,
+}
 
 /// Bring up a service's end-to-end environment, run its specs, report the timings, tear down.
 #[derive(Debug, Args)]

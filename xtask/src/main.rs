@@ -6,13 +6,15 @@ mod codegen;
 mod e2e;
 mod envs;
 mod flags;
+mod hooks;
 mod phases;
+mod pre_push;
 mod test;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     forget_cargo_run_env();
@@ -24,6 +26,8 @@ fn main() -> ExitCode {
         flags::XtaskCmd::E2e(cmd) => cmd.run(),
         flags::XtaskCmd::Test(cmd) => cmd.run(),
         flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        flags::XtaskCmd::Hooks(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        flags::XtaskCmd::PrePush(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -74,7 +78,15 @@ fn usage_error(err: clap::Error) -> ExitCode {
     if first.ends_with(':') {
         first = format!("{first} {}", lines.next().unwrap_or_default());
     }
-    let services = envs::Service::names().join(", ");
-    eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+    // The hint is the subcommand's own help; e2e's, with the services, when there is none.
+    let subcommand =
+        std::env::args().nth(1).filter(|s| s != "e2e" && flags::Xtask::command().find_subcommand(s).is_some());
+    match subcommand {
+        Some(subcommand) => eprintln!("error: {first} (see `cargo xtask {subcommand} --help`)"),
+        None => {
+            let services = envs::Service::names().join(", ");
+            eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+        }
+    }
     ExitCode::from(2)
 }
