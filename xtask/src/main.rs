@@ -2,6 +2,7 @@
 //!
 //! `main` only parses flags and dispatches; each subcommand is a module with a `run`.
 
+mod bench;
 mod codegen;
 mod e2e;
 mod envs;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     };
     let result = match flags.subcommand {
         flags::XtaskCmd::E2e(cmd) => cmd.run(),
+        flags::XtaskCmd::Bench(cmd) => cmd.run(),
         flags::XtaskCmd::Test(cmd) => cmd.run(),
         flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
@@ -57,7 +59,10 @@ fn usage_error(err: clap::Error) -> ExitCode {
     if first.ends_with(':') {
         first = format!("{first} {}", lines.next().unwrap_or_default());
     }
-    let services = envs::Service::names().join(", ");
-    eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+    let hint = match std::env::args().nth(1).as_deref() {
+        Some("bench") => "see `cargo xtask bench --help`".to_owned(),
+        _ => format!("services: {}; see `cargo xtask e2e --help`", envs::Service::names().join(", ")),
+    };
+    eprintln!("error: {first} ({hint})");
     ExitCode::from(2)
 }

@@ -14,3 +14,5 @@ mod svg;
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
 pub use process::run_command;
 pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Strategy, TaskCx, run};
+#[cfg(test)]
+pub use scheduler::{Status, TaskRecord};
