@@ -144,14 +144,14 @@ impl Summary {
         }
         let _ = writeln!(
             out,
-            "\n{:<11} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13} {:>13}",
+            "\n{:<11} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13} {:>13}",
             "strategy", "median", "min", "max", "ideal", "over ideal", "dispatch/task", "overhead/task"
         );
         for row in &self.rows {
             let cells = row.cells();
             let _ = writeln!(
                 out,
-                "{:<11} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13} {:>13}",
+                "{:<11} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13} {:>13}",
                 cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
             );
         }
