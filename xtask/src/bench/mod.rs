@@ -6,7 +6,6 @@ mod executor;
 mod profile;
 mod summary;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -62,8 +61,8 @@ fn bench(
 ) -> anyhow::Result<Summary> {
     let profile = Profile::load(profile_path)?;
     let plan = profile.apply(&profile.real_plan(&out.join("run"))?, scale)?;
-    if out.join("bench.json").exists() {
-        bail!("{out} already holds a benchmark; pass another --out DIR");
+    if out.exists() {
+        bail!("{out} already exists; pass a new --out DIR");
     }
     let shim = crate::project_root().join("test/bench/shim/shim");
     let executor = Arc::new(BenchExecutor::new(&plan, &shim, &out.join("shim"))?);
@@ -113,7 +112,6 @@ fn bench(
     };
     write("bench.json", serde_json::to_string_pretty(&summary.json())? + "\n")?;
     write("bench.md", summary.markdown())?;
-    let _ = std::io::stderr().flush();
     Ok(summary)
 }
 
