@@ -17,10 +17,45 @@ pub struct Xtask {
 #[derive(Debug, Subcommand)]
 pub enum XtaskCmd {
     E2e(E2e),
+    Bench(Bench),
     Test(Test),
     Codegen(Codegen),
     Hooks(Hooks),
     PrePush(PrePush),
+}
+
+/// Replay a timing profile through a service's real plan and the real scheduler, with shims
+/// that sleep instead of kind, docker, podman and cargo, and compare the strategies.
+///
+/// Runs sequential, phased and dag in turn, `--rounds` times each, and prints per strategy the
+/// median makespan and the scheduler's overhead per task, the profile's critical path and the
+/// ratios with the profile's targets. Missed targets do not change the exit code.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask bench                               the seed's gateway profile, 1 s per minute, 3 rounds each
+  cargo xtask bench --rounds 5 --scale 2          longer rounds, less relative noise
+  cargo xtask bench --profile my.toml --jobs 1    another profile, one image build at a time")]
+pub struct Bench {
+    /// The timing profile (TOML) [default: test/bench/profiles/seed-gateway.toml].
+    #[arg(long, value_name = "PATH")]
+    pub profile: Option<Utf8PathBuf>,
+
+    /// Rounds per strategy.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rounds: u16,
+
+    /// Seconds the bench spends per minute of the profile.
+    #[arg(long, value_name = "SECONDS_PER_MINUTE", default_value_t = 1.0)]
+    pub scale: f64,
+
+    /// The most image builds at once [default: min(3, cores), as for e2e].
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+
+    /// Where bench.json, bench.md and the rounds' logs go [default: target/bench/<timestamp>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<Utf8PathBuf>,
 }
 
 /// Run every test as CI does (root on Debian: installs and starts what it needs).

@@ -2,6 +2,7 @@
 //!
 //! `main` only parses flags and dispatches; each subcommand is a module with a `run`.
 
+mod bench;
 mod codegen;
 mod e2e;
 mod envs;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     };
     let result = match flags.subcommand {
         flags::XtaskCmd::E2e(cmd) => cmd.run(),
+        flags::XtaskCmd::Bench(cmd) => cmd.run(),
         flags::XtaskCmd::Test(cmd) => cmd.run(),
         flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         flags::XtaskCmd::Hooks(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),

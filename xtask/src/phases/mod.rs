@@ -13,4 +13,6 @@ mod svg;
 
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
 pub use process::run_command;
+#[cfg(test)]
+pub use scheduler::TaskRecord;
 pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, run};

@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,7 +17,7 @@ use xshell::{Shell, cmd};
 use super::plan::Command;
 use super::scheduler::Cancelled;
 
-/// How often a running child is checked for exit and for cancellation.
+/// How often a running child's watcher checks for cancellation.
 const POLL: Duration = Duration::from_millis(10);
 
 /// Runs `command` to completion; a non-zero exit is an error naming the command. When `cancel`
@@ -41,18 +42,29 @@ pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken
     let mut child = child.spawn().with_context(|| format!("cannot start `{command}`"))?;
     let pgid = Pid::from_child(&child);
 
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if cancel.is_cancelled() {
-            // The group outlives its leader's exit only if children remain; kill both.
-            let _ = kill_process_group(pgid, Signal::KILL);
-            let _ = child.wait();
-            return Err(Cancelled.into());
-        }
-        std::thread::sleep(POLL);
-    };
+    // This thread waits, so the exit is seen at once; a watcher kills the group on cancellation,
+    // which ends the wait.
+    let (exited, killed) = (AtomicBool::new(false), AtomicBool::new(false));
+    let status = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while !exited.load(Ordering::Acquire) {
+                if cancel.is_cancelled() {
+                    // The group outlives its leader's exit only if children remain; kill both.
+                    killed.store(true, Ordering::Release);
+                    let _ = kill_process_group(pgid, Signal::KILL);
+                    return;
+                }
+                std::thread::park_timeout(POLL);
+            }
+        });
+        let status = child.wait();
+        exited.store(true, Ordering::Release);
+        watcher.thread().unpark();
+        status
+    })?;
+    if killed.load(Ordering::Acquire) {
+        return Err(Cancelled.into());
+    }
     // Children the command left running in its group do not outlive the task.
     let _ = kill_process_group(pgid, Signal::KILL);
     if !status.success() {

@@ -1,0 +1,224 @@
+//! A timing profile: which service's plan to replay, and how long each of its tasks took.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail, format_err};
+use camino::{Utf8Path, Utf8PathBuf};
+use clap::ValueEnum;
+use serde::Deserialize;
+
+use crate::envs::{Delivery, Service, Settings, Target};
+use crate::flags::{ClusterMode, Engine};
+use crate::phases::Plan;
+
+/// A parsed profile. Durations are seconds of the original run.
+#[derive(Debug)]
+pub struct Profile {
+    pub path: Utf8PathBuf,
+    pub service: Service,
+    pub backend: ClusterMode,
+    pub engine: Engine,
+    pub tasks: BTreeMap<String, f64>,
+    pub targets: Targets,
+}
+
+/// What the profile's results should reach; shown next to them, never an exit code.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    pub max_dag_over_critical_path: Option<f64>,
+    pub min_sequential_over_dag: Option<f64>,
+    pub min_phased_over_dag: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    service: String,
+    backend: Option<String>,
+    engine: Option<String>,
+    tasks: BTreeMap<String, f64>,
+    #[serde(default)]
+    targets: Targets,
+}
+
+impl Profile {
+    pub fn load(path: &Utf8Path) -> anyhow::Result<Profile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read profile {path} (pass one with --profile PATH)"))?;
+        Profile::parse(path, &text)
+    }
+
+    pub fn parse(path: &Utf8Path, text: &str) -> anyhow::Result<Profile> {
+        let raw: Raw = toml::from_str(text).map_err(|err| {
+            let line = err.span().map(|span| text[..span.start].lines().count().max(1));
+            let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
+            let message = err.message().trim().replace('\n', " ");
+            format_err!("malformed profile {path}:{at} {message} (see test/bench/profiles/seed-gateway.toml)")
+        })?;
+        let service = Service::from_str(&raw.service, false).map_err(|_| {
+            format_err!("profile {path}: unknown service `{}`; use one of {}", raw.service, Service::names().join(", "))
+        })?;
+        let backend = match raw.backend.as_deref() {
+            None => ClusterMode::Kind,
+            Some(name) => ClusterMode::from_str(name, false)
+                .map_err(|_| format_err!("profile {path}: unknown backend `{name}`; use kind or existing"))?,
+        };
+        let engine = match raw.engine.as_deref() {
+            None => Engine::Docker,
+            Some(name) => Engine::from_str(name, false)
+                .map_err(|_| format_err!("profile {path}: unknown engine `{name}`; use docker or podman"))?,
+        };
+        for (id, &secs) in &raw.tasks {
+            if !(secs.is_finite() && secs >= 0.0) {
+                bail!("profile {path}: task `{id}` lasts {secs}; durations are seconds >= 0");
+            }
+        }
+        Ok(Profile { path: path.to_owned(), service, backend, engine, tasks: raw.tasks, targets: raw.targets })
+    }
+
+    /// The service's real plan as `cargo xtask e2e` would build it on this backend, with the
+    /// real manifests; `run_dir` only appears in the commands' arguments.
+    pub fn real_plan(&self, run_dir: &Utf8Path) -> anyhow::Result<Plan> {
+        let (target, delivery) = match self.backend {
+            ClusterMode::Kind => (Target::Kind { name: "remedy-bench".into(), reuse: false }, Delivery::KindLoad),
+            ClusterMode::Existing => (Target::Existing { kubeconfig: run_dir.join("kubeconfig") }, Delivery::None),
+        };
+        let settings = Settings {
+            run_id: "bench".into(),
+            run_dir: run_dir.to_owned(),
+            engine: self.engine,
+            target,
+            delivery,
+            namespace: "remedy-bench".into(),
+            image_repo: "localhost/remedy".into(),
+            base_image: "debian:bookworm-slim".into(),
+            manifests: crate::project_root().join("test/manifests"),
+            wait_timeout: Duration::from_secs(180),
+            skip_unchanged_tests: false,
+        };
+        self.service.plan(&settings)
+    }
+
+    /// `plan` with each task's estimate set to its profile duration scaled by `scale` (seconds
+    /// per profile minute). Every task of the plan needs a duration, and every duration a task.
+    pub fn apply(&self, plan: &Plan, scale: f64) -> anyhow::Result<Plan> {
+        let (path, service) = (&self.path, self.service.name());
+        let ids: Vec<&str> = plan.tasks().iter().map(|t| t.id.as_str()).collect();
+        let missing: Vec<String> =
+            ids.iter().filter(|id| !self.tasks.contains_key(**id)).map(|id| format!("`{id}`")).collect();
+        if !missing.is_empty() {
+            bail!(
+                "profile {path}: no duration for {} of the {service} plan; add {} under [tasks] in seconds",
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            );
+        }
+        if let Some(unknown) = self.tasks.keys().find(|k| !ids.contains(&k.as_str())) {
+            bail!(
+                "profile {path}: `{unknown}` is not a task of the {service} plan; remove or rename it (tasks: {})",
+                ids.join(", ")
+            );
+        }
+        let tasks = plan
+            .tasks()
+            .iter()
+            .map(|task| {
+                let mut task = task.clone();
+                task.estimate = Duration::from_secs_f64(self.tasks[&task.id] * scale / 60.0);
+                task
+            })
+            .collect();
+        let plan = Plan::new(tasks)?;
+        if plan.critical_path_estimate().1.is_zero() {
+            bail!("profile {path}: every duration is zero; give the tasks their seconds under [tasks]");
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "test/bench/profiles/seed-gateway.toml";
+
+    fn parse(text: &str) -> anyhow::Result<Profile> {
+        Profile::parse("p.toml".into(), text)
+    }
+
+    fn seed() -> Profile {
+        Profile::load(&crate::project_root().join(SEED)).unwrap()
+    }
+
+    fn seed_text() -> String {
+        std::fs::read_to_string(crate::project_root().join(SEED)).unwrap()
+    }
+
+    fn applied(profile: &Profile) -> anyhow::Result<Plan> {
+        let plan = profile.real_plan("target/bench/test".into())?;
+        profile.apply(&plan, 60.0)
+    }
+
+    #[test]
+    fn the_seed_profile_covers_the_gateway_plan_and_sums_to_the_seed() {
+        let profile = seed();
+        assert_eq!(profile.service, Service::Gateway);
+        let plan = applied(&profile).unwrap();
+        assert_eq!(plan.len(), 15);
+        // Scale 60: one second per second. The seed's sequential baseline is 7.6 min.
+        assert_eq!(plan.sum_of_estimates(), Duration::from_secs(456));
+        assert!(profile.targets.max_dag_over_critical_path.is_some());
+    }
+
+    #[test]
+    fn scale_is_seconds_per_profile_minute() {
+        let profile = seed();
+        let plan = profile.apply(&profile.real_plan("r".into()).unwrap(), 1.0).unwrap();
+        let cluster = plan.tasks().iter().find(|t| t.id == "cluster").unwrap();
+        assert_eq!(cluster.estimate, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn a_missing_task_is_named_with_the_fix() {
+        let text = seed_text().replace("redis = 10\n", "");
+        let err = applied(&parse(&text).unwrap()).unwrap_err().to_string();
+        assert_eq!(err, "profile p.toml: no duration for `redis` of the gateway plan; add it under [tasks] in seconds");
+    }
+
+    #[test]
+    fn an_unknown_task_is_named_with_the_fix() {
+        let text = seed_text().replace("redis = 10\n", "redis = 10\nmemcached = 5\n");
+        let err = applied(&parse(&text).unwrap()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("profile p.toml: `memcached` is not a task of the gateway plan; remove or rename it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_service_lists_the_services() {
+        let err = parse("service = \"billing\"\n[tasks]\n").unwrap_err().to_string();
+        assert!(err.starts_with("profile p.toml: unknown service `billing`; use one of gateway,"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_is_one_line_with_its_line_number() {
+        let err = parse("service = \"gateway\"\n[tasks]\ncluster = \"slow\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("malformed profile p.toml: line 3:"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        let err = parse("service = \"gateway\"\nservce = 1\n[tasks]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `servce`"), "{err}");
+        let err = parse("[tasks]\ncluster = 1\n").unwrap_err().to_string();
+        assert!(err.contains("missing field `service`"), "{err}");
+    }
+
+    #[test]
+    fn negative_durations_and_bad_backends_are_refused() {
+        let err = parse("service = \"gateway\"\n[tasks]\ncluster = -1\n").unwrap_err().to_string();
+        assert_eq!(err, "profile p.toml: task `cluster` lasts -1; durations are seconds >= 0");
+        let err = parse("service = \"gateway\"\nbackend = \"minikube\"\n[tasks]\n").unwrap_err().to_string();
+        assert_eq!(err, "profile p.toml: unknown backend `minikube`; use kind or existing");
+    }
+}
