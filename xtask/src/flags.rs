@@ -1,6 +1,7 @@
 //! The command line: every subcommand and flag, with `--help` examples.
 
 use camino::Utf8PathBuf;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::envs::Service;
@@ -143,11 +144,17 @@ Examples:
   cargo xtask e2e gateway --keep-cluster --cluster-name dev
                                                   keep the cluster for a later --reuse-cluster run
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
-                                                  deploy into a fresh namespace of an existing cluster")]
+                                                  deploy into a fresh namespace of an existing cluster
+  cargo xtask e2e all                             the five environments in one Kind cluster, a table at the end")]
 pub struct E2e {
-    /// The service whose environment and specs to run.
-    #[arg(value_enum)]
-    pub service: Service,
+    /// The service whose environment and specs to run, or `all` for the five, each in its own
+    /// namespace of one shared cluster.
+    #[arg(value_parser = PossibleValuesParser::new(SELECTIONS).map(|s| Selection::parse(&s)))]
+    pub service: Selection,
+
+    /// With `all`: how many environments come up at once.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub parallel: u16,
 
     /// Print the task graph, the commands each task runs and the critical path; run nothing.
     #[arg(long)]
@@ -157,6 +164,11 @@ pub struct E2e {
     /// barriers, or one at a time.
     #[arg(long, value_enum, default_value_t = Strategy::Dag)]
     pub strategy: Strategy,
+
+    /// Start the builds only once the cluster exists. By default they run alongside its
+    /// creation; on a machine with few cores they compete with `kind create` for CPU.
+    #[arg(long)]
+    pub builds_after_cluster: bool,
 
     /// The most image builds at once [default: min(3, cores)].
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -208,6 +220,25 @@ pub struct E2e {
     /// Where the report, timeline and logs go [default: target/e2e/<service>/<run id>].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<Utf8PathBuf>,
+}
+
+const SELECTIONS: [&str; 6] =
+    ["gateway", "signalprocessing", "datastorage", "remediationorchestrator", "workflowexecution", "all"];
+
+/// What `cargo xtask e2e` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    One(Service),
+    All,
+}
+
+impl Selection {
+    fn parse(name: &str) -> Selection {
+        match Service::from_str(name, false) {
+            Ok(service) => Selection::One(service),
+            Err(_) => Selection::All,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -375,7 +375,7 @@ fn kind_run_expectations(shim: &Shim, run: &Run, provider: &str) {
     shim.assert_kubeconfig_untouched();
     assert!(!run.dir.join("kubeconfig").exists(), "the private kubeconfig outlived the cluster");
     let config = std::fs::read_to_string(run.dir.join("kind-config.yaml")).unwrap();
-    assert!(config.contains("containerPort: 30081") && config.contains("hostPort: 18281"), "{config}");
+    assert!(config.contains("containerPort: 30281") && config.contains("hostPort: 18281"), "{config}");
     assert_clean(run, "datastorage");
 }
 
@@ -433,4 +433,35 @@ fn on_local_cluster_a_port_in_use_is_named_before_any_cluster_exists() {
     );
     assert_eq!(shim.calls(), ["provider=- kind version"], "work started despite the busy port");
     shim.assert_kubeconfig_untouched();
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_e2e_all_shares_one_kind_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("all");
+    let run = xtask(&["e2e", "all", "--engine", "docker", "--parallel", "3"], &shim.scratch.0, &shim.envs());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let dir = run.dir.to_str().unwrap();
+    let calls = shim.calls();
+    let creates: Vec<&String> = calls.iter().filter(|c| c.contains("kind create cluster")).collect();
+    let deletes: Vec<&String> = calls.iter().filter(|c| c.contains("kind delete cluster")).collect();
+    assert_eq!((creates.len(), deletes.len()), (1, 1), "{calls:#?}");
+    assert!(creates[0].contains(&format!("--config {dir}/kind-config.yaml")), "{}", creates[0]);
+    let exported = calls.iter().filter(|c| c.contains("kind export kubeconfig")).count();
+    assert_eq!(exported, 5, "each environment finds the shared cluster: {calls:#?}");
+    let config = std::fs::read_to_string(run.dir.join("kind-config.yaml")).unwrap();
+    assert_eq!(config.matches("hostPort:").count(), 6, "{config}");
+    for service in ["gateway", "signalprocessing", "datastorage", "remediationorchestrator", "workflowexecution"] {
+        let report = std::fs::read_to_string(run.dir.join(service).join("report.json")).unwrap();
+        let report: Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(report["outcome"], "ok", "{service}");
+        assert!(run.dir.join(service).join("junit.xml").exists(), "{service} ran its specs");
+        let ns = format!("remedy-{service}");
+        assert!(!namespace_exists(&ns), "namespace {ns} outlived the shared cluster");
+    }
+    assert!(run.stderr.contains("deleted kind cluster remedy-all-"), "{}", run.stderr);
+    shim.assert_kubeconfig_untouched();
+    let left = processes_mentioning(dir);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask e2e <service>`: bring up a service's environment as its task graph allows, run
 //! its specs, report the timings, tear down.
 
+mod all;
 mod executor;
 mod junit;
 mod kube;
@@ -15,7 +16,8 @@ use camino::Utf8PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::envs::{Delivery, Exposed, Settings, Target};
-use crate::flags::{self, ClusterMode, Engine, ImageDelivery};
+use crate::envs::Service;
+use crate::flags::{self, ClusterMode, Engine, ImageDelivery, Selection};
 use crate::phases::progress::{self, human};
 use crate::phases::report::Report;
 use crate::phases::{self, Plan, run_command};
@@ -29,13 +31,20 @@ const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
 
 impl flags::E2e {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.service {
+            Selection::One(service) => self.run_one(service),
+            Selection::All => all::run(&self),
+        }
+    }
+
+    fn run_one(self, service_flag: Service) -> anyhow::Result<ExitCode> {
         // Paths on the command line are relative to where the user is; everything else to the
         // workspace root, where the xtask works. Every path handed on is absolute: the specs
         // run in another directory.
         let cwd = Utf8PathBuf::try_from(std::env::current_dir()?)?;
         let root = crate::project_root();
         std::env::set_current_dir(root)?;
-        let service = self.service.name();
+        let service = service_flag.name();
         let run_id = run_id();
         let suffix = &run_id[run_id.len() - 6..];
         let run_dir = match &self.report_dir {
@@ -91,8 +100,9 @@ impl flags::E2e {
             manifests: self.manifests.as_ref().map_or_else(|| root.join("test/manifests"), |dir| cwd.join(dir)),
             wait_timeout: Duration::from_secs(self.wait_timeout),
             skip_unchanged_tests: self.skip_unchanged_tests,
+            builds_after_cluster: self.builds_after_cluster,
         };
-        let plan = self.service.plan(&settings)?;
+        let plan = service_flag.plan(&settings)?;
         // A reused environment is kept for the next run.
         let keep = self.keep_cluster || self.reuse_cluster;
         let jobs = self.jobs.map_or_else(default_jobs, usize::from);
@@ -126,7 +136,7 @@ impl flags::E2e {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
             return Ok(ExitCode::SUCCESS);
         }
-        let exposed = self.service.exposed();
+        let exposed = service_flag.exposed();
         preflight::check(&settings, &plan, &exposed)?;
         for dir in ["logs", "images"] {
             let dir = settings.run_dir.join(dir);
@@ -137,7 +147,7 @@ impl flags::E2e {
             std::fs::write(&config, kind_config(name, &exposed)).with_context(|| format!("cannot write {config}"))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        runtime.block_on(run(self.service.name(), settings, plan, self.strategy, jobs, keep))
+        runtime.block_on(run(service, settings, plan, self.strategy, jobs, keep))
     }
 }
 

@@ -44,12 +44,17 @@ pub fn check(settings: &Settings, plan: &Plan, exposed: &[Exposed]) -> anyhow::R
         format_err!("{engine} is installed but its engine does not answer: start it (for docker: dockerd, or `systemctl start docker`)")
     })?;
     match &settings.target {
-        Target::Kind { .. } => {
+        Target::Kind { name, reuse } => {
             let env = settings.kind(&[]).env;
-            let version = cmd!(sh, "kind version").envs(env).quiet().read().context("`kind version` failed")?;
+            let version = cmd!(sh, "kind version").envs(env.clone()).quiet().read().context("`kind version` failed")?;
             check_kind_version(&version)?;
-            for e in exposed {
-                port_free(e.host_port)?;
+            // A reused cluster that exists holds its ports itself.
+            let exists = *reuse
+                && cmd!(sh, "kind get clusters").envs(env).quiet().read().is_ok_and(|out| out.lines().any(|l| l == name));
+            if !exists {
+                for e in exposed {
+                    port_free(e.host_port)?;
+                }
             }
         }
         Target::Existing { kubeconfig } => {

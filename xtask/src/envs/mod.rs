@@ -92,6 +92,8 @@ pub struct Settings {
     pub wait_timeout: Duration,
     /// Skip the specs when their inputs are unchanged since they last passed here.
     pub skip_unchanged_tests: bool,
+    /// Start the builds only once the cluster exists, instead of alongside its creation.
+    pub builds_after_cluster: bool,
 }
 
 impl Settings {
@@ -213,20 +215,17 @@ impl Exposed {
 }
 
 impl Service {
-    /// The one port table: what each environment exposes to its specs.
+    /// The one port table: what each environment exposes to its specs. Each environment has
+    /// its own block of host ports, and a node port derived from it (host port + 12000), so
+    /// environments never collide, on one machine or in one shared Kind cluster.
     pub fn exposed(self) -> Vec<Exposed> {
-        let datastorage = |host_port| Exposed { service: "datastorage", port: "http", node_port: 30081, host_port };
+        let port = |service, host_port: u16| Exposed { service, port: "http", node_port: host_port + 12000, host_port };
         match self {
-            Service::Gateway => {
-                vec![
-                    Exposed { service: "gateway", port: "http", node_port: 30080, host_port: 18080 },
-                    datastorage(18081),
-                ]
-            }
-            Service::Signalprocessing => vec![datastorage(18181)],
-            Service::Datastorage => vec![datastorage(18281)],
-            Service::Remediationorchestrator => vec![datastorage(18381)],
-            Service::Workflowexecution => vec![datastorage(18481)],
+            Service::Gateway => vec![port("gateway", 18080), port("datastorage", 18081)],
+            Service::Signalprocessing => vec![port("datastorage", 18181)],
+            Service::Datastorage => vec![port("datastorage", 18281)],
+            Service::Remediationorchestrator => vec![port("datastorage", 18381)],
+            Service::Workflowexecution => vec![port("datastorage", 18481)],
         }
     }
 }
@@ -309,8 +308,10 @@ impl Env<'_> {
         for bin in binaries {
             args.extend(["--bin", bin]);
         }
+        let after: &[&str] = if s.builds_after_cluster { &[ids::CLUSTER] } else { &[] };
         self.add(
             Task::new(ids::BINARIES, Phase::Images, Kind::Build)
+                .after(after)
                 .stage(stage::IMAGES_AND_INFRA)
                 .estimate(60)
                 .run(Command::new("cargo", args)),
@@ -528,6 +529,7 @@ mod tests {
             manifests: crate::project_root().join("test/manifests"),
             wait_timeout: Duration::from_secs(180),
             skip_unchanged_tests: false,
+            builds_after_cluster: false,
         }
     }
 
@@ -575,6 +577,27 @@ mod tests {
             assert_eq!(cmd.env, [("KIND_EXPERIMENTAL_PROVIDER".to_string(), "podman".to_string())], "{cmd}");
         }
         assert!(s.teardown(false).iter().all(|line| line.contains("KIND_EXPERIMENTAL_PROVIDER=podman")));
+    }
+
+    #[test]
+    fn builds_overlap_cluster_creation_unless_told_not_to() {
+        assert_eq!(deps_of(&Service::Gateway.plan(&kind()).unwrap(), ids::BINARIES), Vec::<String>::new());
+        let mut s = kind();
+        s.builds_after_cluster = true;
+        assert_eq!(deps_of(&Service::Gateway.plan(&s).unwrap(), ids::BINARIES), [ids::CLUSTER]);
+    }
+
+    #[test]
+    fn ports_are_unique_across_environments() {
+        let all: Vec<Exposed> = Service::value_variants().iter().flat_map(|s| s.exposed()).collect();
+        let mut host: Vec<u16> = all.iter().map(|e| e.host_port).collect();
+        let mut node: Vec<u16> = all.iter().map(|e| e.node_port).collect();
+        host.sort();
+        host.dedup();
+        node.sort();
+        node.dedup();
+        assert_eq!((host.len(), node.len()), (all.len(), all.len()), "{all:?}");
+        assert!(node.iter().all(|p| (30000..=32767).contains(p)), "NodePort range: {node:?}");
     }
 
     #[test]
