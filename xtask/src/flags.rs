@@ -23,6 +23,41 @@ pub enum XtaskCmd {
     Codegen(Codegen),
     Hooks(Hooks),
     PrePush(PrePush),
+    Report(Report),
+}
+
+/// Read and combine the reports of E2E runs.
+#[derive(Debug, Args)]
+pub struct Report {
+    #[command(subcommand)]
+    pub subcommand: ReportCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCmd {
+    Merge(ReportMerge),
+}
+
+/// Merge several E2E runs: one JUnit file with a suite per service, summary.json, summary.md,
+/// and a table across services on stdout.
+///
+/// Each DIR is a run's report directory (it has report.json) or holds report directories one
+/// level down, as a folder of downloaded CI artifacts does. "setup" is the makespan minus the
+/// specs task's duration, "specs" that duration. Exits 1 when a run's outcome is not ok or a
+/// spec failed.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask report merge artifacts/ --out merged       every report directory in a CI artifacts folder
+  cargo xtask report merge target/e2e/gateway/20261126-120000-abc123 target/e2e/datastorage/20261126-121500-def456")]
+pub struct ReportMerge {
+    /// Report directories, or directories that hold them one level down.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<Utf8PathBuf>,
+
+    /// Where junit.xml, summary.json and summary.md go [default: target/e2e/merged].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<Utf8PathBuf>,
 }
 
 /// Replay a timing profile through a service's real plan and the real scheduler, with shims

@@ -10,6 +10,7 @@ mod flags;
 mod hooks;
 mod phases;
 mod pre_push;
+mod report_merge;
 mod test;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         flags::XtaskCmd::Codegen(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         flags::XtaskCmd::Hooks(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         flags::XtaskCmd::PrePush(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        flags::XtaskCmd::Report(cmd) => cmd.run(),
     };
     match result {
         Ok(code) => code,

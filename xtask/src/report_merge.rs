@@ -1,0 +1,583 @@
+//! `cargo xtask report merge DIR...`: several E2E runs as one result: a JUnit file with one suite
+//! per service, `summary.json`, `summary.md`, and a table on stdout.
+//!
+//! A directory given is a run's report directory (it has `report.json`) or holds report
+//! directories one level down, as a folder of downloaded CI artifacts does. `summarize` is the
+//! core, for callers that ran the services themselves. "setup" is the makespan minus the specs
+//! task's duration; "specs" is that duration.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::envs::ids::SPECS;
+use crate::flags;
+use crate::phases::progress::human;
+
+/// The `report.json` schema this reads (docs/report-schema.md).
+const REPORT_SCHEMA: u64 = 1;
+
+/// The layout of `summary.json`.
+const SUMMARY_SCHEMA: u32 = 1;
+
+impl flags::Report {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.subcommand {
+            flags::ReportCmd::Merge(cmd) => cmd.run(),
+        }
+    }
+}
+
+impl flags::ReportMerge {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        let out = self.out.unwrap_or_else(|| crate::project_root().join("target/e2e/merged"));
+        let summary = summarize(&self.dirs)?;
+        summary.write(&out)?;
+        print!("{}", summary.table());
+        eprintln!("merged: {}, {}, {}", out.join("junit.xml"), out.join("summary.json"), out.join("summary.md"));
+        Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    }
+}
+
+/// Reads every run under `dirs` (report directories, or directories holding them one level
+/// down), in the order given, each directory's runs sorted by path.
+pub fn summarize(dirs: &[Utf8PathBuf]) -> anyhow::Result<Summary> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        for run_dir in report_dirs(dir)? {
+            runs.push(Run::read(&run_dir)?);
+        }
+    }
+    Ok(Summary { runs })
+}
+
+/// Several runs' results.
+#[derive(Debug)]
+pub struct Summary {
+    pub runs: Vec<Run>,
+}
+
+/// One run, from its `report.json` and `junit.xml`.
+#[derive(Debug)]
+pub struct Run {
+    pub dir: Utf8PathBuf,
+    /// The title without ` end-to-end`, e.g. `gateway`.
+    pub service: String,
+    pub title: String,
+    pub run_id: String,
+    /// `ok`, `failed` or `interrupted`.
+    pub outcome: String,
+    /// `failed N of M, ...` when the outcome is not ok.
+    pub failure: Option<String>,
+    pub makespan: Duration,
+    /// The specs task's duration; `None` when it never started.
+    pub specs_time: Option<Duration>,
+    pub critical_path: Vec<String>,
+    /// The specs' results; `None` without `junit.xml` (the specs did not run, or were skipped as
+    /// unchanged).
+    pub specs: Option<Vec<TestCase>>,
+}
+
+/// How many specs passed, failed and were ignored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub ignored: usize,
+}
+
+impl Summary {
+    /// Every run's outcome is ok and no spec failed.
+    pub fn ok(&self) -> bool {
+        self.runs.iter().all(|run| run.outcome == "ok" && run.counts().is_none_or(|c| c.failed == 0))
+    }
+
+    pub fn totals(&self) -> Counts {
+        self.runs.iter().filter_map(Run::counts).fold(Counts::default(), |a, c| Counts {
+            passed: a.passed + c.passed,
+            failed: a.failed + c.failed,
+            ignored: a.ignored + c.ignored,
+        })
+    }
+
+    fn outcome(&self) -> &'static str {
+        if self.ok() { "ok" } else { "failed" }
+    }
+
+    /// One line per run and a total, then each failed run's summary and failed specs.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |cols: [&str; 9]| {
+            let [service, outcome, setup, specs, total, passed, failed, ignored, report] = cols;
+            let text = format!(
+                "{service:<24} {outcome:<8} {setup:<8} {specs:<7} {total:<8}{passed:>6}{failed:>7}{ignored:>8}  {report}"
+            );
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(["service", "outcome", "setup", "specs", "total", "passed", "failed", "ignored", "report"]);
+        for run in &self.runs {
+            let [passed, failed, ignored] = counts_text(run.counts());
+            line([
+                &run.service,
+                &run.outcome,
+                &human(run.setup()),
+                &run.specs_time.map(human).unwrap_or_else(|| "-".to_owned()),
+                &human(run.makespan),
+                &passed,
+                &failed,
+                &ignored,
+                run.dir.join("report.md").as_str(),
+            ]);
+        }
+        let [passed, failed, ignored] = counts_text(Some(self.totals()));
+        line(["all", self.outcome(), "", "", "", &passed, &failed, &ignored, ""]);
+        for run in &self.runs {
+            if let Some(failure) = &run.failure {
+                let _ = writeln!(out, "{}: {failure}", run.service);
+            }
+            for name in run.failed_specs() {
+                let _ = writeln!(out, "{}: spec failed: {name}", run.service);
+            }
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# E2E summary: {}\n", self.outcome());
+        let _ = writeln!(
+            out,
+            "| service | outcome | setup | specs | total | passed | failed | ignored | run |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for run in &self.runs {
+            let [passed, failed, ignored] = counts_text(run.counts());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {passed} | {failed} | {ignored} | `{}` |",
+                run.service,
+                run.outcome,
+                human(run.setup()),
+                run.specs_time.map(human).unwrap_or_else(|| "-".to_owned()),
+                human(run.makespan),
+                run.run_id
+            );
+        }
+        let [passed, failed, ignored] = counts_text(Some(self.totals()));
+        let _ = writeln!(out, "| **all** | **{}** | | | | {passed} | {failed} | {ignored} | |\n", self.outcome());
+        let _ = writeln!(out, "Setup is the makespan minus the specs' time; teardown is not counted.\n");
+        let failed: Vec<_> =
+            self.runs.iter().filter(|run| run.failure.is_some() || run.failed_specs().next().is_some()).collect();
+        if !failed.is_empty() {
+            let _ = writeln!(out, "## Failures\n");
+            for run in failed {
+                if let Some(failure) = &run.failure {
+                    let _ = writeln!(out, "- {}: {failure}", run.service);
+                }
+                for name in run.failed_specs() {
+                    let _ = writeln!(out, "- {}: spec `{name}` failed", run.service);
+                }
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "## Critical paths\n");
+        for run in &self.runs {
+            let _ = writeln!(out, "- {}: {}", run.service, run.critical_path.join(" → "));
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        let counts = |c: Counts| json!({"passed": c.passed, "failed": c.failed, "ignored": c.ignored});
+        let runs: Vec<_> = self
+            .runs
+            .iter()
+            .map(|run| {
+                json!({
+                    "service": run.service,
+                    "title": run.title,
+                    "run_id": run.run_id,
+                    "report_dir": run.dir.as_str(),
+                    "outcome": run.outcome,
+                    "summary": run.failure,
+                    "makespan_s": secs(run.makespan),
+                    "setup_s": secs(run.setup()),
+                    "specs_s": run.specs_time.map(secs),
+                    "critical_path": run.critical_path,
+                    "specs": run.counts().map(counts),
+                    "failed_specs": run.failed_specs().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "schema": SUMMARY_SCHEMA,
+            "outcome": self.outcome(),
+            "runs": runs,
+            "totals": {
+                "runs": self.runs.len(),
+                "runs_ok": self.runs.iter().filter(|run| run.outcome == "ok").count(),
+                "specs": counts(self.totals()),
+            },
+        })
+    }
+
+    /// Every run's specs as one suite named after its service (and run id, when a service ran
+    /// more than once).
+    pub fn junit(&self) -> anyhow::Result<String> {
+        let mut report = quick_junit::Report::new("remedy-e2e");
+        for run in &self.runs {
+            let Some(cases) = &run.specs else { continue };
+            let repeated = self.runs.iter().filter(|other| other.service == run.service).count() > 1;
+            let name = if repeated { format!("{} {}", run.service, run.run_id) } else { run.service.clone() };
+            let mut suite = TestSuite::new(name);
+            if let Some(time) = run.specs_time {
+                suite.set_time(time);
+            }
+            suite.add_test_cases(cases.iter().cloned());
+            report.add_test_suite(suite);
+        }
+        report.to_string().context("cannot render JUnit XML")
+    }
+
+    /// Writes `junit.xml`, `summary.json` and `summary.md` into `out`, creating it.
+    pub fn write(&self, out: &Utf8Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {out}"))?;
+        let json = serde_json::to_string_pretty(&self.json())? + "\n";
+        for (name, text) in [("junit.xml", self.junit()?), ("summary.json", json), ("summary.md", self.markdown())] {
+            let path = out.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Run {
+    fn read(dir: &Utf8Path) -> anyhow::Result<Run> {
+        let path = dir.join("report.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{path} is not valid JSON"))?;
+        let schema = value.get("schema").cloned().unwrap_or_default();
+        if schema.as_u64() != Some(REPORT_SCHEMA) {
+            bail!("{path} has schema {schema}, this xtask reads schema {REPORT_SCHEMA}");
+        }
+        let report = ReportJson::deserialize(&value).with_context(|| format!("{path} is not an E2E report"))?;
+        let makespan = seconds(report.makespan_s).with_context(|| format!("{path}: makespan_s"))?;
+        let specs_time = match report.tasks.iter().find(|t| t.id == SPECS).and_then(|t| t.duration_s) {
+            Some(s) => Some(seconds(s).with_context(|| format!("{path}: the specs task's duration_s"))?),
+            None => None,
+        };
+        let junit = dir.join("junit.xml");
+        let specs = if junit.is_file() { Some(read_junit(&junit)?) } else { None };
+        let service = report.title.strip_suffix(" end-to-end").unwrap_or(&report.title).to_owned();
+        Ok(Run {
+            dir: dir.to_owned(),
+            service,
+            title: report.title,
+            run_id: report.run_id,
+            outcome: report.outcome,
+            failure: report.summary,
+            makespan,
+            specs_time,
+            critical_path: report.critical_path,
+            specs,
+        })
+    }
+
+    /// The makespan minus the specs' time: bringing the environment up.
+    pub fn setup(&self) -> Duration {
+        self.makespan.saturating_sub(self.specs_time.unwrap_or_default())
+    }
+
+    pub fn counts(&self) -> Option<Counts> {
+        let cases = self.specs.as_ref()?;
+        let mut counts = Counts::default();
+        for case in cases {
+            match case.status {
+                TestCaseStatus::Success { .. } => counts.passed += 1,
+                TestCaseStatus::NonSuccess { .. } => counts.failed += 1,
+                TestCaseStatus::Skipped { .. } => counts.ignored += 1,
+            }
+        }
+        Some(counts)
+    }
+
+    pub fn failed_specs(&self) -> impl Iterator<Item = &str> {
+        let cases = self.specs.as_deref().unwrap_or_default();
+        cases.iter().filter(|c| matches!(c.status, TestCaseStatus::NonSuccess { .. })).map(|c| c.name.as_str())
+    }
+}
+
+/// The fields of `report.json` the summary uses.
+#[derive(Deserialize)]
+struct ReportJson {
+    title: String,
+    run_id: String,
+    outcome: String,
+    summary: Option<String>,
+    makespan_s: f64,
+    critical_path: Vec<String>,
+    tasks: Vec<TaskJson>,
+}
+
+#[derive(Deserialize)]
+struct TaskJson {
+    id: String,
+    duration_s: Option<f64>,
+}
+
+fn seconds(s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{s} is not a duration in seconds"))
+}
+
+/// `dir` itself when it has `report.json`, else its subdirectories that have one.
+fn report_dirs(dir: &Utf8Path) -> anyhow::Result<Vec<Utf8PathBuf>> {
+    if dir.join("report.json").is_file() {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut found = Vec::new();
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
+        let path = entry.with_context(|| format!("cannot read {dir}"))?.into_path();
+        if path.join("report.json").is_file() {
+            found.push(path);
+        } else if path.join("junit.xml").is_file() && !path.join("summary.json").is_file() {
+            // Written after report.json, so the run's report is incomplete; a merged output (it
+            // has summary.json) is not a run.
+            bail!("{path}/report.json is missing (there is a junit.xml)");
+        }
+    }
+    if found.is_empty() {
+        bail!("no report.json in {dir} or in a directory in it");
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Every `<testcase>` in a JUnit file, whatever suites hold them.
+fn read_junit(path: &Utf8Path) -> anyhow::Result<Vec<TestCase>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let doc = roxmltree::Document::parse(&text).with_context(|| format!("{path} is not valid XML"))?;
+    Ok(doc.descendants().filter(|n| n.has_tag_name("testcase")).map(test_case).collect())
+}
+
+fn test_case(node: roxmltree::Node) -> TestCase {
+    let outcome = node.children().find(|c| ["failure", "error", "skipped"].iter().any(|t| c.has_tag_name(*t)));
+    let status = match outcome {
+        None => TestCaseStatus::success(),
+        Some(element) => {
+            let mut status = match element.tag_name().name() {
+                "failure" => TestCaseStatus::non_success(NonSuccessKind::Failure),
+                "error" => TestCaseStatus::non_success(NonSuccessKind::Error),
+                _ => TestCaseStatus::skipped(),
+            };
+            if let Some(message) = element.attribute("message") {
+                status.set_message(message);
+            }
+            if let Some(ty) = element.attribute("type") {
+                status.set_type(ty);
+            }
+            let text: String = element.descendants().filter_map(|n| n.is_text().then(|| n.text()).flatten()).collect();
+            if !text.trim().is_empty() {
+                status.set_description(text.trim());
+            }
+            status
+        }
+    };
+    let mut case = TestCase::new(node.attribute("name").unwrap_or_default(), status);
+    if let Some(classname) = node.attribute("classname") {
+        case.set_classname(classname);
+    }
+    if let Some(time) = node.attribute("time").and_then(|t| Duration::try_from_secs_f64(t.parse().ok()?).ok()) {
+        case.set_time(time);
+    }
+    case
+}
+
+fn counts_text(counts: Option<Counts>) -> [String; 3] {
+    match counts {
+        Some(c) => [c.passed.to_string(), c.failed.to_string(), c.ignored.to_string()],
+        None => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(dir: &Utf8Path) -> anyhow::Result<Summary> {
+        summarize(&[dir.to_owned()])
+    }
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> Utf8PathBuf {
+        let dir = Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap())
+            .join(format!("xtask-report-merge-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A report directory as `cargo xtask e2e` writes it, with the fields the summary reads and
+    /// a few it does not.
+    fn run_dir(parent: &Utf8Path, service: &str, outcome: &str, makespan: f64, specs: f64, junit: &str) -> Utf8PathBuf {
+        let run_id = format!("20261126-120000-{:0>6}", service.len());
+        let dir = parent.join(format!("e2e-{service}"));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let report = json!({
+            "schema": 1,
+            "title": format!("{service} end-to-end"),
+            "run_id": run_id,
+            "strategy": "dag",
+            "jobs": 2,
+            "outcome": outcome,
+            "summary": (outcome != "ok").then_some("failed 1 of 12, cancelled 0, not started 0"),
+            "makespan_s": makespan,
+            "critical_path": ["cluster", "namespace", service, "specs"],
+            "tasks": [
+                {"id": "cluster", "status": "ok", "duration_s": makespan - specs - 10.0},
+                {"id": "build-specs", "status": "cached", "duration_s": 0.2},
+                {"id": "specs", "status": if outcome == "ok" { "ok" } else { "failed" }, "duration_s": specs},
+            ],
+        });
+        std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+        std::fs::write(dir.join("junit.xml"), junit).unwrap();
+        dir
+    }
+
+    const GATEWAY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="remedy-e2e" tests="3" failures="0" errors="0">
+    <testsuite name="gateway" tests="3" disabled="0" errors="0" failures="0">
+        <testcase name="an_alert_creates_a_request">
+        </testcase>
+        <testcase name="a_duplicate_raises_the_count">
+        </testcase>
+        <testcase name="a_spec_for_later">
+            <skipped/>
+        </testcase>
+    </testsuite>
+</testsuites>
+"#;
+
+    const DATASTORAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="remedy-e2e" tests="2" failures="1" errors="0">
+    <testsuite name="datastorage" tests="2" disabled="0" errors="0" failures="1">
+        <testcase name="an_event_is_stored">
+        </testcase>
+        <testcase name="a_repeated_event_id_is_stored_once">
+            <failure type="failure">expected 200, got 201 &amp; more</failure>
+        </testcase>
+    </testsuite>
+</testsuites>
+"#;
+
+    /// Two services in a folder of artifacts: gateway ok, datastorage with a failing spec.
+    fn artifacts(name: &str) -> Utf8PathBuf {
+        let dir = scratch(name);
+        run_dir(&dir, "gateway", "ok", 93.5, 31.5, GATEWAY);
+        run_dir(&dir, "datastorage", "failed", 70.25, 12.0, DATASTORAGE);
+        dir
+    }
+
+    #[test]
+    fn merges_the_runs_of_an_artifacts_folder() {
+        let dir = artifacts("merge");
+        let summary = merge(&dir).unwrap();
+        let services: Vec<_> = summary.runs.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(services, ["datastorage", "gateway"]);
+        assert_eq!(summary.totals(), Counts { passed: 3, failed: 1, ignored: 1 });
+        assert_eq!(summary.runs[1].setup(), Duration::from_secs(62));
+
+        let out = dir.join("merged");
+        summary.write(&out).unwrap();
+        let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!((root.attribute("tests"), root.attribute("failures")), (Some("5"), Some("1")), "{xml}");
+        let suites: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
+        let names: Vec<_> =
+            suites.iter().map(|s| (s.attribute("name").unwrap(), s.attribute("tests").unwrap())).collect();
+        assert_eq!(names, [("datastorage", "2"), ("gateway", "3")]);
+        let failure = doc.descendants().find(|n| n.has_tag_name("failure")).unwrap();
+        assert_eq!(failure.text(), Some("expected 200, got 201 & more"));
+        assert_eq!(doc.descendants().filter(|n| n.has_tag_name("skipped")).count(), 1);
+
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["totals"]["specs"], json!({"passed": 3, "failed": 1, "ignored": 1}));
+        assert_eq!(json["runs"][0]["failed_specs"], json!(["a_repeated_event_id_is_stored_once"]));
+        assert_eq!(json["runs"][1]["specs_s"], 31.5);
+        assert_eq!(json["runs"][1]["setup_s"], 62.0);
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        assert!(md.contains("| **all** | **failed** | | | | 3 | 1 | 1 | |"), "{md}");
+
+        // The merged output does not count as a run when merged again.
+        assert_eq!(merge(&dir).unwrap().runs.len(), 2);
+    }
+
+    #[test]
+    fn prints_one_table_across_services() {
+        let dir = artifacts("table");
+        let table = merge(&dir).unwrap().table();
+        let expected = format!(
+            "\
+service                  outcome  setup    specs   total   passed failed ignored  report
+datastorage              failed   58.2s    12.0s   1m10s        1      1       0  {dir}/e2e-datastorage/report.md
+gateway                  ok       1m02s    31.5s   1m33s        2      0       1  {dir}/e2e-gateway/report.md
+all                      failed                                 3      1       1
+datastorage: failed 1 of 12, cancelled 0, not started 0
+datastorage: spec failed: a_repeated_event_id_is_stored_once
+"
+        );
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn fails_on_a_failed_run_or_spec_only() {
+        let dir = artifacts("exit");
+        assert!(!merge(&dir).unwrap().ok());
+        assert!(merge(&dir.join("e2e-gateway")).unwrap().ok());
+        // An ok outcome with a failed spec still fails.
+        let odd = scratch("exit-odd");
+        let run = run_dir(&odd, "datastorage", "ok", 10.0, 5.0, DATASTORAGE);
+        assert!(!merge(&run).unwrap().ok());
+        // No junit.xml: the specs did not run; the outcome decides.
+        std::fs::remove_file(dir.join("e2e-gateway/junit.xml")).unwrap();
+        let summary = merge(&dir.join("e2e-gateway")).unwrap();
+        assert!(summary.ok());
+        assert!(summary.table().lines().nth(1).unwrap().contains("-      -       -"), "{}", summary.table());
+    }
+
+    #[test]
+    fn malformed_or_missing_reports_are_one_line_errors_naming_the_file() {
+        let dir = artifacts("malformed");
+        let report = dir.join("e2e-gateway/report.json");
+        let error = |dir: &Utf8Path| format!("{:#}", merge(dir).unwrap_err());
+
+        std::fs::write(&report, "{\"schema\": 1, \"title\": ").unwrap();
+        let err = error(&dir);
+        assert!(err.starts_with(&format!("{report} is not valid JSON: ")) && !err.contains('\n'), "{err}");
+
+        std::fs::write(&report, r#"{"schema": 1, "title": "gateway end-to-end"}"#).unwrap();
+        let err = error(&dir);
+        assert!(err.starts_with(&format!("{report} is not an E2E report: missing field")), "{err}");
+
+        std::fs::write(&report, r#"{"schema": 2}"#).unwrap();
+        assert_eq!(error(&dir), format!("{report} has schema 2, this xtask reads schema 1"));
+
+        std::fs::remove_file(&report).unwrap();
+        assert_eq!(error(&dir), format!("{report} is missing (there is a junit.xml)"));
+
+        let empty = scratch("malformed-empty");
+        assert_eq!(error(&empty), format!("no report.json in {empty} or in a directory in it"));
+        let err = error(&empty.join("absent"));
+        assert!(err.starts_with(&format!("cannot read {empty}/absent: ")) && !err.contains('\n'), "{err}");
+    }
+}
