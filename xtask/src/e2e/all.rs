@@ -37,7 +37,6 @@ const ORDER: [Service; 5] = [
 struct Outcome {
     service: Service,
     code: Option<i32>,
-    took: Duration,
     report_dir: Utf8PathBuf,
     log: Utf8PathBuf,
 }
@@ -134,7 +133,19 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
     }
 
     eprintln!("\nall environments ({} at a time) took {}", flags.parallel, human(started.elapsed()));
-    eprint!("{}", table(&outcomes));
+    // The runs that got as far as a report, in one table (and merged JUnit); the others by
+    // their log.
+    let reported: Vec<Utf8PathBuf> =
+        outcomes.iter().filter(|o| o.report_dir.join("report.json").is_file()).map(|o| o.report_dir.clone()).collect();
+    if !reported.is_empty() {
+        let summary = crate::report_merge::summarize(&reported)?;
+        eprint!("{}", summary.table());
+        summary.write(&dir)?;
+        eprintln!("  merged junit.xml, summary.md and summary.json in {dir}");
+    }
+    for o in outcomes.iter().filter(|o| !o.report_dir.join("report.json").is_file()) {
+        eprintln!("  {:<24} no report: {} (log {})", o.service.name(), last_error(&o.log), o.log);
+    }
     for line in teardown {
         eprintln!("  {line}");
     }
@@ -254,7 +265,7 @@ fn run_child(
     let started = Instant::now();
     if cancel.is_cancelled() {
         let _ = std::fs::write(&log, "not started: interrupted\n");
-        return Outcome { service, code: None, took: Duration::ZERO, report_dir, log };
+        return Outcome { service, code: None, report_dir, log };
     }
     eprintln!("{:<24} started, log {log}", service.name());
     let spawned = std::fs::File::create(&log).and_then(|file| {
@@ -286,7 +297,7 @@ fn run_child(
         None => format!("did not finish: {}", last_error(&log)),
     };
     eprintln!("{:<24} {verdict} in {}", service.name(), human(took));
-    Outcome { service, code, took, report_dir, log }
+    Outcome { service, code, report_dir, log }
 }
 
 /// The child's `error: ...` line, or its last line.
@@ -315,14 +326,4 @@ fn forward_interrupts(running: Arc<Mutex<Vec<u32>>>) -> CancellationToken {
         });
     });
     cancel
-}
-
-fn table(outcomes: &[Outcome]) -> String {
-    let mut out = format!("  {:<24} {:<8} {:>8}  report\n", "service", "outcome", "took");
-    for o in outcomes {
-        let outcome = if o.code == Some(0) { "ok" } else { "failed" };
-        let report = if o.code == Some(0) { o.report_dir.join("report.md") } else { o.log.clone() };
-        out.push_str(&format!("  {:<24} {outcome:<8} {:>8}  {report}\n", o.service.name(), human(o.took)));
-    }
-    out
 }

@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use camino::Utf8PathBuf;
 use tokio_util::sync::CancellationToken;
 
-use crate::envs::{Delivery, Exposed, Settings, Target};
 use crate::envs::Service;
+use crate::envs::{Delivery, Exposed, Settings, Target};
 use crate::flags::{self, ClusterMode, Engine, ImageDelivery, Selection};
 use crate::phases::progress::{self, human};
 use crate::phases::report::Report;

@@ -50,7 +50,11 @@ pub fn check(settings: &Settings, plan: &Plan, exposed: &[Exposed]) -> anyhow::R
             check_kind_version(&version)?;
             // A reused cluster that exists holds its ports itself.
             let exists = *reuse
-                && cmd!(sh, "kind get clusters").envs(env).quiet().read().is_ok_and(|out| out.lines().any(|l| l == name));
+                && cmd!(sh, "kind get clusters")
+                    .envs(env)
+                    .quiet()
+                    .read()
+                    .is_ok_and(|out| out.lines().any(|l| l == name));
             if !exists {
                 for e in exposed {
                     port_free(e.host_port)?;
