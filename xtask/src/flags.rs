@@ -143,7 +143,9 @@ Examples:
   cargo xtask e2e gateway --keep-cluster --cluster-name dev
                                                   keep the cluster for a later --reuse-cluster run
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
-                                                  deploy into a fresh namespace of an existing cluster")]
+                                                  deploy into a fresh namespace of an existing cluster
+  cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
+                                                  push the images to a registry the cluster pulls from")]
 pub struct E2e {
     /// The service whose environment and specs to run.
     #[arg(value_enum)]
@@ -197,6 +199,11 @@ pub struct E2e {
     #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
     pub image_delivery: ImageDelivery,
 
+    /// Push the images to this registry (`host[:port][/path]`) as `<registry>/remedy/<bin>:<hash>`
+    /// and let the cluster pull them; implies --image-delivery registry (--cluster existing only).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
     /// Directory of the manifests to deploy [default: test/manifests].
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<Utf8PathBuf>,
@@ -230,7 +237,7 @@ pub enum ImageDelivery {
     Kind,
     /// The cluster's container runtime already has the images.
     None,
-    /// Push to a registry (not available yet).
+    /// Push to the registry given with --registry.
     Registry,
 }
 
