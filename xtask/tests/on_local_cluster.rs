@@ -514,9 +514,13 @@ struct KeptNamespace(String);
 
 impl Drop for KeptNamespace {
     fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args(["--kubeconfig", &kubeconfig(), "delete", "namespace", &self.0, "--wait=false"])
-            .output();
+        // As the xtask's teardown does: the namespace (so nothing makes new pods), then its pods
+        // without a grace period.
+        let kubeconfig = kubeconfig();
+        let namespace = ["delete", "namespace", &self.0, "--wait=false"];
+        let _ = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(namespace).output();
+        let pods = ["delete", "pods", "--all", "-n", &self.0, "--grace-period=0", "--force", "--wait=false"];
+        let _ = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(pods).output();
     }
 }
 
