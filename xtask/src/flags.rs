@@ -180,6 +180,8 @@ Examples:
                                                   keep the cluster for a later --reuse-cluster run
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
                                                   deploy into a fresh namespace of an existing cluster
+  cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
+                                                  push the images to a registry the cluster pulls from
   cargo xtask e2e all                             the five environments in one Kind cluster, a table at the end")]
 pub struct E2e {
     /// The service whose environment and specs to run, or `all` for the five, each in its own
@@ -244,6 +246,11 @@ pub struct E2e {
     #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
     pub image_delivery: ImageDelivery,
 
+    /// Push the images to this registry (`host[:port][/path]`) as `<registry>/remedy/<bin>:<hash>`
+    /// and let the cluster pull them; implies --image-delivery registry (--cluster existing only).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+
     /// Directory of the manifests to deploy [default: test/manifests].
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<Utf8PathBuf>,
@@ -296,7 +303,7 @@ pub enum ImageDelivery {
     Kind,
     /// The cluster's container runtime already has the images.
     None,
-    /// Push to a registry (not available yet).
+    /// Push to the registry given with --registry.
     Registry,
 }
 

@@ -56,8 +56,8 @@ impl flags::Test {
                         .run()?)
                 });
             }
-            step("xtask on the local cluster: Kind through a shim, podman, failures", &mut || {
-                ensure_podman(&sh)?;
+            step("xtask on the local cluster: Kind through a shim, podman, a registry, failures", &mut || {
+                ensure_installed(&sh, &XTASK_TEST_PROGRAMS)?;
                 let args = ["--include-ignored", "--test-threads", "1"];
                 Ok(cmd!(sh, "cargo test --locked --package xtask --test on_local_cluster -- {args...}")
                     .envs(cluster.env.clone())
@@ -75,18 +75,26 @@ impl flags::Test {
     }
 }
 
-/// Debian's podman and runc, for the podman tests (the local cluster brings docker.io).
-fn ensure_podman(sh: &Shell) -> anyhow::Result<()> {
-    if which::which("podman").is_ok() && which::which("runc").is_ok() {
+/// The programs the xtask's own tests on the local cluster run besides docker, from Debian's
+/// packages of the same names: podman and runc for the podman tests, docker-registry (the CNCF
+/// distribution registry) for the registry tests.
+const XTASK_TEST_PROGRAMS: [&str; 3] = ["podman", "runc", "docker-registry"];
+
+/// Installs the Debian packages of `programs` that are not on PATH.
+fn ensure_installed(sh: &Shell, programs: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = programs.iter().copied().filter(|p| which::which(p).is_err()).collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let install = || {
-        cmd!(sh, "apt-get install -y -qq --no-install-recommends podman runc").env("DEBIAN_FRONTEND", "noninteractive")
+        let missing = &missing;
+        cmd!(sh, "apt-get install -y -qq --no-install-recommends {missing...}").env("DEBIAN_FRONTEND", "noninteractive")
     };
     if install().run().is_err() {
         // A fresh machine may have no package lists yet.
         cmd!(sh, "apt-get update -qq").run().context("apt-get update failed")?;
-        install().run().context("podman not installed and apt-get failed: install podman and runc")?;
+        let names = missing.join(" ");
+        install().run().with_context(|| format!("apt-get install {names} failed: install them"))?;
     }
     Ok(())
 }

@@ -465,3 +465,191 @@ fn on_local_cluster_e2e_all_shares_one_kind_cluster() {
     let left = processes_mentioning(dir);
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// Debian's docker-registry (the CNCF distribution registry) on a free 127.0.0.1 port with its
+/// storage in a scratch directory; killed when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl LocalRegistry {
+    fn start(dir: &Path) -> LocalRegistry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.join("registry.yml");
+        let storage = dir.join("registry");
+        let yaml = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+            storage.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start docker-registry ({e}): apt-get install docker-registry"));
+        let registry = LocalRegistry { child, address };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while registry.get("/v2/").is_none() {
+            assert!(Instant::now() < deadline, "docker-registry does not answer on {}", registry.address);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    /// The body of a GET, or None unless it answers 2xx.
+    fn get(&self, path: &str) -> Option<String> {
+        let url = format!("http://{}{path}", self.address);
+        let out = Command::new("curl").args(["--fail", "--silent", &url]).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The digest the registry gives the manifest of `repository:tag`.
+    fn digest(&self, repository: &str, tag: &str) -> String {
+        let url = format!("http://{}/v2/{repository}/manifests/{tag}", self.address);
+        let accept = "Accept: application/vnd.docker.distribution.manifest.v2+json";
+        let out =
+            Command::new("curl").args(["--fail", "--silent", "--head", "--header", accept, &url]).output().unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).into_owned();
+        let digest = head.lines().find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest")).map(|(_, v)| v.trim())
+        });
+        digest.unwrap_or_else(|| panic!("no digest for {repository}:{tag}: {head}")).to_owned()
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes an image name from the local docker, whatever the test's outcome: the registry's port
+/// is new each time, so its names would pile up.
+struct LocalTag(String);
+
+impl Drop for LocalTag {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["image", "rm", "--force", &self.0]).output();
+    }
+}
+
+/// Deletes a namespace a test kept on purpose, whatever the test's outcome.
+struct KeptNamespace(String);
+
+impl Drop for KeptNamespace {
+    fn drop(&mut self) {
+        // As the xtask's teardown does: the namespace (so nothing makes new pods), then its pods
+        // without a grace period.
+        let kubeconfig = kubeconfig();
+        let namespace = ["delete", "namespace", &self.0, "--wait=false"];
+        let _ = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(namespace).output();
+        let pods = ["delete", "pods", "--all", "-n", &self.0, "--grace-period=0", "--force", "--wait=false"];
+        let _ = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(pods).output();
+    }
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let out = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig()).args(args).output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs the local cluster and docker-registry: run by cargo xtask test"]
+fn on_local_cluster_images_are_pushed_to_a_registry_and_pulled_from_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("registry");
+    let registry = LocalRegistry::start(&scratch.0);
+    let kubeconfig = kubeconfig();
+    let args =
+        ["e2e", "datastorage", "--cluster", "existing", "--kubeconfig", &kubeconfig, "--registry", &registry.address];
+
+    // First run: built, pushed with its content-hash tag, deployed, namespace deleted.
+    let first = scratch.0.join("first");
+    let run = xtask(&args, &first, &cluster_images());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.task("push-image-datastorage")["status"], "ok");
+    let push_log = std::fs::read_to_string(first.join("logs/push-image-datastorage.log")).unwrap();
+    let tag = push_log
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("$ docker push {}/remedy/datastorage:", registry.address)))
+        .unwrap_or_else(|| panic!("no push in {push_log}"))
+        .to_owned();
+    assert_eq!(tag.len(), 16, "not a content-hash tag: {tag}");
+    let catalog: Value = serde_json::from_str(&registry.get("/v2/_catalog").unwrap()).unwrap();
+    assert_eq!(catalog["repositories"], serde_json::json!(["remedy/datastorage"]));
+    let tags: Value = serde_json::from_str(&registry.get("/v2/remedy/datastorage/tags/list").unwrap()).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!([tag]));
+    assert_clean(&run, "datastorage");
+
+    // Without the image on this machine, the second run builds and pushes nothing: the kubelet
+    // (through the host's docker) pulls it from the registry.
+    let image = format!("{}/remedy/datastorage:{tag}", registry.address);
+    let _untag = LocalTag(image.clone());
+    let removed = Command::new("docker").args(["image", "rm", "--force", &image]).output().unwrap();
+    assert!(removed.status.success(), "docker image rm {image}: {}", String::from_utf8_lossy(&removed.stderr));
+    let second = scratch.0.join("second");
+    let mut kept = args.to_vec();
+    kept.push("--keep-cluster");
+    let run = xtask(&kept, &second, &cluster_images());
+    let ns = KeptNamespace(run.namespace("datastorage"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.task("build-image-datastorage")["status"], "cached");
+    assert_eq!(run.task("push-image-datastorage")["status"], "cached");
+    let pods = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        &ns.0,
+        "-o",
+        r#"jsonpath={range .items[*]}{.spec.containers[0].image} {.status.containerStatuses[0].imageID}{"\n"}{end}"#,
+    ]);
+    // The image ID names one of the image's repository digests, perhaps another registry's from
+    // an earlier run: the digest is the same, the pull event below says where it came from.
+    let digest = registry.digest("remedy/datastorage", &tag);
+    let datastorage: Vec<&str> = pods.lines().filter(|l| l.contains("/remedy/datastorage")).collect();
+    assert!(!datastorage.is_empty(), "{pods}");
+    for line in datastorage {
+        let (pod_image, id) = line.split_once(' ').unwrap();
+        assert_eq!(pod_image, image, "{pods}");
+        assert!(id.starts_with("docker-pullable://") && id.ends_with(&format!("@{digest}")), "{pods}");
+    }
+    let events = kubectl(&["get", "events", "-n", &ns.0, "-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}"]);
+    assert!(events.contains(&format!("Successfully pulled image \"{image}\"")), "not pulled: {events}");
+    let back = Command::new("docker").args(["image", "inspect", &image]).output().unwrap();
+    assert!(back.status.success(), "{image} is not on this machine after the pull");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_an_unreachable_registry_fails_before_any_work() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("noregistry");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let kubeconfig = kubeconfig();
+    let dir = scratch.0.join("run");
+    let args = ["e2e", "datastorage", "--cluster", "existing", "--kubeconfig", &kubeconfig, "--registry", &address];
+    let started = Instant::now();
+    let run = xtask(&args, &dir, &cluster_images());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].starts_with(&format!("error: registry {address} does not answer at http://{address}/v2/ (")),
+        "{}",
+        run.stderr
+    );
+    assert!(errors[0].ends_with("start it, or pass the right --registry"), "{}", run.stderr);
+    // Nothing ran: no task log, no report, so no namespace was made either.
+    assert!(!dir.exists(), "the run left {}", dir.display());
+}

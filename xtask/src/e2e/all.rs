@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{check_cluster_name, detect_engine, kind_config, preflight, run_id};
 use crate::envs::{Delivery, Exposed, Service, Settings, Target};
-use crate::flags::{self, ClusterMode, Engine, ImageDelivery};
+use crate::flags::{self, ClusterMode, Engine};
 use crate::phases::progress::human;
 use crate::phases::run_command;
 
@@ -244,8 +244,11 @@ fn child_args(
     if flags.builds_after_cluster {
         args.push("--builds-after-cluster".into());
     }
-    if flags.image_delivery == ImageDelivery::Registry && shared.is_some() {
-        bail!("--image-delivery registry needs --cluster existing");
+    if let Some(registry) = &flags.registry {
+        if shared.is_some() {
+            bail!("--registry needs --cluster existing: a Kind node reaches no registry on this host");
+        }
+        args.extend(["--registry".to_owned(), registry.clone()]);
     }
     Ok(args)
 }

@@ -15,8 +15,7 @@ use anyhow::{Context, bail};
 use camino::Utf8PathBuf;
 use tokio_util::sync::CancellationToken;
 
-use crate::envs::Service;
-use crate::envs::{Delivery, Exposed, Settings, Target};
+use crate::envs::{Delivery, Exposed, Registry, Service, Settings, Target};
 use crate::flags::{self, ClusterMode, Engine, ImageDelivery, Selection};
 use crate::phases::progress::{self, human};
 use crate::phases::report::Report;
@@ -69,18 +68,10 @@ impl flags::E2e {
                 Target::Existing { kubeconfig: cwd.join(kubeconfig) }
             }
         };
-        let delivery = match (self.image_delivery, self.cluster) {
-            (ImageDelivery::Auto | ImageDelivery::Kind, ClusterMode::Kind) => Delivery::KindLoad,
-            (ImageDelivery::Auto | ImageDelivery::None, ClusterMode::Existing) => Delivery::None,
-            (ImageDelivery::Kind, ClusterMode::Existing) => {
-                bail!("--image-delivery kind needs --cluster kind; use none or registry with an existing cluster")
-            }
-            (ImageDelivery::None, ClusterMode::Kind) => {
-                bail!("--image-delivery none needs --cluster existing: a Kind node cannot see the engine's images")
-            }
-            (ImageDelivery::Registry, _) => {
-                bail!("--image-delivery registry is not available yet; use kind or none")
-            }
+        let delivery = delivery(self.image_delivery, self.cluster, self.registry.as_deref())?;
+        let image_repo = match &delivery {
+            Delivery::Registry(registry) => registry.image_repo(),
+            Delivery::KindLoad | Delivery::None => "localhost/remedy".to_owned(),
         };
         let settings = Settings {
             run_id: run_id.clone(),
@@ -95,7 +86,7 @@ impl flags::E2e {
             } else {
                 format!("remedy-{service}-{suffix}")
             },
-            image_repo: "localhost/remedy".to_owned(),
+            image_repo,
             base_image: std::env::var("REMEDY_IMAGE_BASE").unwrap_or_else(|_| DEFAULT_BASE_IMAGE.to_owned()),
             manifests: self.manifests.as_ref().map_or_else(|| root.join("test/manifests"), |dir| cwd.join(dir)),
             wait_timeout: Duration::from_secs(self.wait_timeout),
@@ -108,9 +99,14 @@ impl flags::E2e {
         let jobs = self.jobs.map_or_else(default_jobs, usize::from);
 
         if self.plan {
-            let delivery = match settings.delivery {
-                Delivery::KindLoad => "kind load image-archive",
-                Delivery::None => "none (the cluster's runtime sees the engine's images)",
+            let delivery = match &settings.delivery {
+                Delivery::KindLoad => "kind load image-archive".to_owned(),
+                Delivery::None => "none (the cluster's runtime sees the engine's images)".to_owned(),
+                Delivery::Registry(registry) => format!(
+                    "push to registry {} as {}/<bin>:<content hash>, pulled by the cluster",
+                    registry.address(),
+                    settings.image_repo
+                ),
             };
             let cluster = match &settings.target {
                 Target::Kind { name, reuse } => format!(
@@ -291,6 +287,33 @@ fn kind_config(name: &str, exposed: &[Exposed]) -> String {
     out
 }
 
+/// How images reach the cluster, from `--image-delivery`, `--cluster` and `--registry`; an
+/// inconsistent combination is a one-line error.
+fn delivery(delivery: ImageDelivery, cluster: ClusterMode, registry: Option<&str>) -> anyhow::Result<Delivery> {
+    Ok(match (delivery, cluster, registry) {
+        (ImageDelivery::Auto | ImageDelivery::Registry, ClusterMode::Existing, Some(registry)) => {
+            Delivery::Registry(Registry::parse(registry)?)
+        }
+        (_, ClusterMode::Kind, Some(_)) => bail!(
+            "--registry needs --cluster existing: a Kind node reaches no registry on this host without extra setup"
+        ),
+        (ImageDelivery::Kind | ImageDelivery::None, _, Some(_)) => {
+            bail!("--registry pushes the images: drop --image-delivery or make it registry")
+        }
+        (ImageDelivery::Registry, _, None) => {
+            bail!("--image-delivery registry needs --registry host[:port][/path], e.g. --registry localhost:5000")
+        }
+        (ImageDelivery::Auto | ImageDelivery::Kind, ClusterMode::Kind, None) => Delivery::KindLoad,
+        (ImageDelivery::Auto | ImageDelivery::None, ClusterMode::Existing, None) => Delivery::None,
+        (ImageDelivery::Kind, ClusterMode::Existing, None) => {
+            bail!("--image-delivery kind needs --cluster kind; use none or registry with an existing cluster")
+        }
+        (ImageDelivery::None, ClusterMode::Kind, None) => {
+            bail!("--image-delivery none needs --cluster existing: a Kind node cannot see the engine's images")
+        }
+    })
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)
 }
@@ -316,4 +339,32 @@ fn check_cluster_name(name: &str) -> anyhow::Result<()> {
         bail!("invalid --cluster-name `{name}`: use at most 40 lowercase letters, digits and dashes");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_flags_choose_the_delivery_or_say_what_is_inconsistent() {
+        let registry = Delivery::Registry(Registry::parse("localhost:5000").unwrap());
+        for flag in [ImageDelivery::Auto, ImageDelivery::Registry] {
+            assert_eq!(delivery(flag, ClusterMode::Existing, Some("localhost:5000")).unwrap(), registry);
+        }
+        let error = |d, c, r| delivery(d, c, r).unwrap_err().to_string();
+        assert_eq!(
+            error(ImageDelivery::Registry, ClusterMode::Existing, None),
+            "--image-delivery registry needs --registry host[:port][/path], e.g. --registry localhost:5000"
+        );
+        assert!(
+            error(ImageDelivery::Auto, ClusterMode::Kind, Some("localhost:5000"))
+                .starts_with("--registry needs --cluster existing")
+        );
+        assert!(
+            error(ImageDelivery::None, ClusterMode::Existing, Some("localhost:5000")).starts_with("--registry pushes")
+        );
+        assert!(error(ImageDelivery::Auto, ClusterMode::Existing, Some("http://x:1")).contains("without a scheme"));
+        assert_eq!(delivery(ImageDelivery::Auto, ClusterMode::Existing, None).unwrap(), Delivery::None);
+        assert_eq!(delivery(ImageDelivery::Auto, ClusterMode::Kind, None).unwrap(), Delivery::KindLoad);
+    }
 }

@@ -1,5 +1,6 @@
 //! Checks made before any work starts: every tool the plan runs is on PATH, kind is recent
-//! enough, the engine answers, the kubeconfig exists, the host ports are free.
+//! enough, the engine answers, the kubeconfig exists, the host ports are free, the registry
+//! answers.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -7,7 +8,7 @@ use std::net::TcpListener;
 use anyhow::{Context, bail, format_err};
 use xshell::{Shell, cmd};
 
-use crate::envs::{Exposed, Settings, Target};
+use crate::envs::{Delivery, Exposed, Registry, Settings, Target};
 use crate::flags::Engine;
 use crate::phases::{Plan, Step};
 
@@ -67,7 +68,36 @@ pub fn check(settings: &Settings, plan: &Plan, exposed: &[Exposed]) -> anyhow::R
             }
         }
     }
+    if let Delivery::Registry(registry) = &settings.delivery {
+        registry_answers(&sh, registry)?;
+    }
     Ok(())
+}
+
+/// The registry answers its API's base URL: 200, or 401 when it wants credentials (the engine
+/// has them).
+fn registry_answers(sh: &Shell, registry: &Registry) -> anyhow::Result<()> {
+    let url = registry.api();
+    let status = "%{http_code}";
+    let out = cmd!(sh, "curl --silent --show-error --output /dev/null --max-time 5 --write-out {status} {url}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("cannot run curl")?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if code == "200" || code == "401" {
+        return Ok(());
+    }
+    let why = match String::from_utf8_lossy(&out.stderr).trim() {
+        "" => format!("HTTP {code}"),
+        // `curl: (7) Failed to connect to ...`: the message without curl's exit code.
+        err => {
+            let line = err.lines().last().unwrap_or(err).trim_start_matches("curl: ");
+            line.split_once(") ").filter(|(code, _)| code.starts_with('(')).map_or(line, |(_, msg)| msg).to_owned()
+        }
+    };
+    let address = registry.address();
+    bail!("registry {address} does not answer at {url} ({why}): start it, or pass the right --registry")
 }
 
 fn install_hint(program: &str) -> &'static str {
@@ -76,6 +106,7 @@ fn install_hint(program: &str) -> &'static str {
         "docker" => "install Docker (Debian: apt-get install docker.io) or pass --engine podman",
         "podman" => "install podman (Debian: apt-get install podman) or pass --engine docker",
         "cargo" => "install Rust with rustup",
+        "curl" => "install curl (Debian: apt-get install curl)",
         _ => "install it or put it on PATH",
     }
 }

@@ -66,12 +66,82 @@ pub enum Target {
 }
 
 /// How built images reach the cluster's container runtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     KindLoad,
     /// The runtime already sees the engine's images (a single-node cluster on this host).
     None,
+    /// Pushed to a registry the cluster pulls from; `Settings::image_repo` is under it.
+    Registry(Registry),
 }
+
+/// A registry given as `host[:port][/path]`, e.g. `localhost:5000` or `registry.example.com/team`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// `host[:port]`.
+    pub host: String,
+    /// The path under the host, without slashes at either end; may be empty.
+    pub path: String,
+}
+
+impl Registry {
+    pub fn parse(text: &str) -> anyhow::Result<Registry> {
+        let text = text.trim_end_matches('/');
+        if text.contains("://") {
+            anyhow::bail!("--registry takes host[:port][/path] without a scheme, e.g. localhost:5000, not `{text}`");
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-._:/".contains(c);
+        if text.is_empty() || text.starts_with('/') || !text.chars().all(valid) {
+            anyhow::bail!("invalid --registry `{text}`: use host[:port][/path], e.g. localhost:5000");
+        }
+        let (host, path) = text.split_once('/').unwrap_or((text, ""));
+        // Docker's rule: anything else is read as a user on Docker Hub.
+        if !(host.contains(['.', ':']) || host == "localhost") {
+            anyhow::bail!(
+                "--registry `{text}` does not start with a registry host: use e.g. {host}.example.com or {host}:5000"
+            );
+        }
+        Ok(Registry { host: host.to_owned(), path: path.to_owned() })
+    }
+
+    /// Whether the host is this machine: then the registry speaks plain HTTP, as docker assumes.
+    pub fn is_local(&self) -> bool {
+        let name = self.host.rsplit_once(':').map_or(self.host.as_str(), |(name, _)| name);
+        name == "localhost" || name == "127.0.0.1"
+    }
+
+    /// Where images are named: `host[:port][/path]`.
+    pub fn address(&self) -> String {
+        if self.path.is_empty() { self.host.clone() } else { format!("{}/{}", self.host, self.path) }
+    }
+
+    /// The registry API's base URL, `http` for this machine and `https` elsewhere.
+    pub fn api(&self) -> String {
+        let scheme = if self.is_local() { "http" } else { "https" };
+        format!("{scheme}://{}/v2/", self.host)
+    }
+
+    /// Where the service images go: `<address>/remedy`.
+    pub fn image_repo(&self) -> String {
+        format!("{}/remedy", self.address())
+    }
+
+    /// A probe that succeeds when the registry has `image` (`<host>/<repository>:<tag>`). curl,
+    /// not the engine: podman 4.3 cannot inspect a plain-HTTP registry.
+    pub fn has(&self, image: &str) -> Command {
+        let name = image.strip_prefix(&format!("{}/", self.host)).unwrap_or(image);
+        let (name, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
+        let url = format!("{}{name}/manifests/{tag}", self.api());
+        let quiet = ["--fail", "--silent", "--show-error", "--head", "--output", "/dev/null", "--max-time", "10"];
+        Command::new("curl", quiet.into_iter().chain(["--header", MANIFEST_TYPES, &url]))
+    }
+}
+
+/// What a manifest request accepts: docker's and OCI's images and lists (docker and podman push
+/// either).
+const MANIFEST_TYPES: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json";
 
 /// What a plan depends on besides the service: the run's identity and the chosen backends.
 #[derive(Debug, Clone)]
@@ -135,6 +205,12 @@ impl Settings {
                     steps.push(format!(
                         "kube: delete namespace {} and the namespaces labelled with the run id",
                         self.namespace
+                    ));
+                }
+                if let Delivery::Registry(registry) = &self.delivery {
+                    steps.push(format!(
+                        "keep the pushed images in {} (later runs reuse their tags)",
+                        registry.address()
                     ));
                 }
                 steps
@@ -300,8 +376,8 @@ impl Env<'_> {
         self.add(task.kube(KubeOp::CrdsEstablished { names: CRDS.iter().map(|c| c.to_string()).collect() }));
     }
 
-    /// One cargo invocation for every binary the images need, then an image per binary and,
-    /// on Kind, its delivery into the node. Returns nothing; see [`Env::image_ready`].
+    /// One cargo invocation for every binary the images need, then an image per binary and its
+    /// delivery: into the Kind node, or pushed to the registry. Returns nothing; see [`Env::image_ready`].
     fn images(&mut self, binaries: &[&str]) {
         let s = self.settings;
         let mut args = vec!["build", "--locked"];
@@ -323,19 +399,36 @@ impl Env<'_> {
             let base = format!("BASE_IMAGE={}", s.base_image);
             let dockerfile = format!("services/{bin}/Dockerfile");
             let binary = format!("target/debug/{bin}");
-            self.add(
-                Task::new(format!("build-image-{bin}"), Phase::Images, Kind::Build)
-                    .after(&[ids::BINARIES])
-                    .stage(stage::IMAGES_AND_INFRA)
-                    .estimate(8)
-                    .tag(tag_var(bin), &[&binary, &dockerfile], &[&base])
-                    .skip_if(Command::new(s.engine.program(), ["image", "inspect", "--format", "{{.Id}}", &image]))
-                    .copy(&binary, context.join(bin))
-                    .run(Command::new(
-                        s.engine.program(),
-                        ["build", "--tag", &image, "--build-arg", &base, "--file", &dockerfile, context.as_str()],
-                    )),
-            );
+            let mut build = Task::new(format!("build-image-{bin}"), Phase::Images, Kind::Build)
+                .after(&[ids::BINARIES])
+                .stage(stage::IMAGES_AND_INFRA)
+                .estimate(8)
+                .tag(tag_var(bin), &[&binary, &dockerfile], &[&base])
+                .skip_if(Command::new(s.engine.program(), ["image", "inspect", "--format", "{{.Id}}", &image]));
+            if let Delivery::Registry(registry) = &s.delivery {
+                // An image the registry has need not exist here: the cluster pulls it.
+                build = build.skip_if(registry.has(&image));
+            }
+            self.add(build.copy(&binary, context.join(bin)).run(Command::new(
+                s.engine.program(),
+                ["build", "--tag", &image, "--build-arg", &base, "--file", &dockerfile, context.as_str()],
+            )));
+            if let Delivery::Registry(registry) = &s.delivery {
+                // Tags are content hashes, so a tag the registry has is this very image.
+                let mut push = vec!["push"];
+                if s.engine == Engine::Podman && registry.is_local() {
+                    push.push("--tls-verify=false");
+                }
+                push.push(&image);
+                self.add(
+                    Task::new(format!("push-image-{bin}"), Phase::Images, Kind::Process)
+                        .after(&[&format!("build-image-{bin}")])
+                        .stage(stage::IMAGES_AND_INFRA)
+                        .estimate(10)
+                        .skip_if(registry.has(&image))
+                        .run(Command::new(s.engine.program(), push)),
+                );
+            }
             if s.delivery == Delivery::KindLoad {
                 let Target::Kind { name, .. } = &s.target else { unreachable!("kind delivery needs a Kind cluster") };
                 let archive = s.run_dir.join("images").join(format!("{bin}.tar"));
@@ -368,6 +461,7 @@ impl Env<'_> {
         match self.settings.delivery {
             Delivery::KindLoad => format!("load-image-{bin}"),
             Delivery::None => format!("build-image-{bin}"),
+            Delivery::Registry(_) => format!("push-image-{bin}"),
         }
     }
 
@@ -549,6 +643,8 @@ mod tests {
             settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Docker),
             settings(Target::Kind { name: "c".into(), reuse: false }, Delivery::KindLoad, Engine::Podman),
             settings(Target::Existing { kubeconfig: "k".into() }, Delivery::None, Engine::Docker),
+            registry("localhost:5000", Engine::Docker),
+            registry("registry.example.com/team", Engine::Podman),
         ];
         for service in Service::value_variants() {
             for s in &targets {
@@ -658,6 +754,112 @@ mod tests {
         assert_eq!(name, "postgresql-credentials");
         assert_eq!(random, &["POSTGRES_PASSWORD"]);
         assert!(literal.iter().all(|(k, _)| !k.contains("PASSWORD")));
+    }
+
+    pub(super) fn registry(address: &str, engine: Engine) -> Settings {
+        let registry = Registry::parse(address).unwrap();
+        let mut s = settings(Target::Existing { kubeconfig: "k".into() }, Delivery::Registry(registry.clone()), engine);
+        s.image_repo = registry.image_repo();
+        s
+    }
+
+    fn commands(plan: &Plan) -> Vec<&Command> {
+        plan.tasks()
+            .iter()
+            .flat_map(|t| &t.steps)
+            .filter_map(|step| match step {
+                Step::Run(cmd) | Step::SkipIf(cmd) => Some(cmd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registry_delivery_pushes_each_image_after_its_build_and_deploys_after_the_push() {
+        let s = registry("localhost:5000", Engine::Docker);
+        for service in Service::value_variants() {
+            let plan = service.plan(&s).unwrap();
+            let pushes: Vec<&Task> = plan.tasks().iter().filter(|t| t.id.starts_with("push-image-")).collect();
+            assert!(!pushes.is_empty(), "{} pushes nothing", service.name());
+            for push in pushes {
+                let bin = push.id.strip_prefix("push-image-").unwrap();
+                assert_eq!(deps_of(&plan, &push.id), [format!("build-image-{bin}")]);
+            }
+            for task in plan.tasks() {
+                assert!(
+                    !task.deps.iter().any(|d| d.starts_with("build-image-") && !task.id.starts_with("push-image-")),
+                    "{} waits for a build instead of its push: {:?}",
+                    task.id,
+                    task.deps
+                );
+            }
+            for cmd in commands(&plan) {
+                assert_ne!(cmd.program, "kind", "{cmd}");
+                let images: Vec<&String> = cmd.args.iter().filter(|a| a.contains("${TAG_")).collect();
+                for image in images {
+                    assert!(
+                        image.starts_with("localhost:5000/remedy/")
+                            || image.starts_with("http://localhost:5000/v2/remedy/"),
+                        "{cmd}"
+                    );
+                }
+            }
+        }
+        let plan = Service::Datastorage.plan(&s).unwrap();
+        assert_eq!(deps_of(&plan, ids::MIGRATIONS), ["postgresql", "push-image-datastorage"]);
+        assert_eq!(deps_of(&plan, "datastorage"), ["migrations", "push-image-datastorage"]);
+        let push = &plan.tasks()[plan.index_of("push-image-datastorage").unwrap()];
+        let [Step::SkipIf(probe), Step::Run(cmd)] = &push.steps[..] else { panic!("{:?}", push.steps) };
+        assert_eq!(cmd.to_string(), "docker push localhost:5000/remedy/datastorage:${TAG_DATASTORAGE}");
+        assert_eq!(probe.program, "curl");
+        assert_eq!(
+            probe.args.last().unwrap(),
+            "http://localhost:5000/v2/remedy/datastorage/manifests/${TAG_DATASTORAGE}"
+        );
+        // The build is skipped when the registry has the tag too: the cluster pulls it.
+        let build = &plan.tasks()[plan.index_of("build-image-datastorage").unwrap()];
+        assert!(build.steps.iter().any(|step| step == &Step::SkipIf(probe.clone())), "{:?}", build.steps);
+    }
+
+    #[test]
+    fn podman_skips_tls_verification_only_for_a_registry_on_this_machine() {
+        let push = |address: &str| {
+            let plan = Service::Datastorage.plan(&registry(address, Engine::Podman)).unwrap();
+            let push = &plan.tasks()[plan.index_of("push-image-datastorage").unwrap()];
+            let Some(Step::Run(cmd)) = push.steps.last() else { panic!("{:?}", push.steps) };
+            cmd.to_string()
+        };
+        assert_eq!(
+            push("127.0.0.1:5000"),
+            "podman push --tls-verify=false 127.0.0.1:5000/remedy/datastorage:${TAG_DATASTORAGE}"
+        );
+        assert_eq!(
+            push("registry.example.com/team"),
+            "podman push registry.example.com/team/remedy/datastorage:${TAG_DATASTORAGE}"
+        );
+        let plan = Service::Datastorage.plan(&registry("registry.example.com/team", Engine::Podman)).unwrap();
+        let push = &plan.tasks()[plan.index_of("push-image-datastorage").unwrap()];
+        let Step::SkipIf(probe) = &push.steps[0] else { panic!("{:?}", push.steps) };
+        assert_eq!(
+            probe.args.last().unwrap(),
+            "https://registry.example.com/v2/team/remedy/datastorage/manifests/${TAG_DATASTORAGE}"
+        );
+    }
+
+    #[test]
+    fn registries_are_host_port_and_path() {
+        let r = Registry::parse("registry.example.com/team/").unwrap();
+        assert_eq!((r.host.as_str(), r.path.as_str()), ("registry.example.com", "team"));
+        assert_eq!(r.image_repo(), "registry.example.com/team/remedy");
+        assert_eq!(r.api(), "https://registry.example.com/v2/");
+        let r = Registry::parse("localhost:5000").unwrap();
+        assert!(r.is_local());
+        assert_eq!(r.api(), "http://localhost:5000/v2/");
+        assert!(Registry::parse("127.0.0.1:40123").unwrap().is_local());
+        assert!(!Registry::parse("localhost.example.com").unwrap().is_local());
+        for bad in ["", "http://localhost:5000", "team/images", "local host:5000", "/x"] {
+            assert!(Registry::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
