@@ -3,14 +3,12 @@
 //! profile's scaled duration) split evenly over its commands and API steps.
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use camino::Utf8Path;
 
-use crate::phases::{Executor, Outcome, Plan, Step, Task, TaskCx, run_command};
+use crate::phases::{Executor, Outcome, Plan, Step, Task, TaskCx, log_line, run_command};
 
 /// How the shim learns how long to sleep, in seconds.
 const SLEEP_VAR: &str = "REMEDY_BENCH_SLEEP";
@@ -83,7 +81,7 @@ impl Executor for BenchExecutor {
         for step in &task.steps {
             match step {
                 Step::Kube(op) => {
-                    append(&cx.log, &format!("kube: {op} (simulated: {:.3}s)", share.as_secs_f64()))?;
+                    log_line(&cx.log, &format!("kube: {op} (simulated: {:.3}s)", share.as_secs_f64()))?;
                     tokio::time::sleep(share).await;
                 }
                 other => bail!("{}: step `{other}` does not belong in an API task", task.id),
@@ -91,13 +89,6 @@ impl Executor for BenchExecutor {
         }
         Ok(Outcome::Done)
     }
-}
-
-fn append(log: &Utf8Path, line: &str) -> anyhow::Result<()> {
-    let mut file =
-        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open log {log}"))?;
-    writeln!(file, "{line}")?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ impl flags::Bench {
             Some(dir) => cwd.join(dir),
             None => root.join(format!("target/bench/{}", jiff::Zoned::now().strftime("%Y%m%d-%H%M%S"))),
         };
-        let jobs = self.jobs.map_or_else(default_jobs, usize::from);
+        let jobs = self.jobs.map_or_else(phases::default_jobs, usize::from);
         let mut command = format!("cargo xtask bench --rounds {} --scale {}", self.rounds, self.scale);
         if let Some(path) = &self.profile {
             command.push_str(&format!(" --profile {path}"));
@@ -125,11 +125,6 @@ fn backend(profile: &Profile) -> &'static str {
 /// A path inside the workspace relative to its root, others as they are.
 fn shown(path: &Utf8Path) -> &Utf8Path {
     path.strip_prefix(crate::project_root()).unwrap_or(path)
-}
-
-/// What `cargo xtask e2e` uses: at most three image builds at once, fewer on smaller machines.
-fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)
 }
 
 #[cfg(test)]

@@ -69,7 +69,8 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
     if flags.plan {
         let mut out = format!("all five environments, run {run_id}, {} at a time; report in {dir}\n", flags.parallel);
         if let Some(s) = &shared {
-            out.push_str(&format!("shared cluster: {}\n", kind_create(s)));
+            let Target::Kind { name, .. } = &s.target else { unreachable!("a shared cluster is a Kind cluster") };
+            out.push_str(&format!("shared cluster: {}\n", s.kind_create(name)));
         }
         for (_, args) in &children {
             out.push_str(&format!("    cargo xtask {}\n", args.join(" ")));
@@ -97,7 +98,7 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
             && std::fs::read_to_string(&log).is_ok_and(|l| l.lines().any(|line| line == name));
         if !exists || !flags.reuse_cluster {
             eprintln!("creating the shared Kind cluster {name} ({log})");
-            if let Err(err) = run_command(&kind_create(s), &log, &cancel) {
+            if let Err(err) = run_command(&s.kind_create(name), &log, &cancel) {
                 let never = tokio_util::sync::CancellationToken::new();
                 let _ = run_command(&s.kind_delete(name), &log, &never);
                 return Err(err.context("cannot create the shared Kind cluster"));
@@ -175,24 +176,6 @@ fn shared_cluster(dir: &Utf8Path, engine: Engine, name: String, reuse: bool) -> 
         skip_unchanged_tests: false,
         builds_after_cluster: false,
     }
-}
-
-fn kind_create(s: &Settings) -> crate::phases::Command {
-    let Target::Kind { name, .. } = &s.target else { unreachable!("a shared cluster is a Kind cluster") };
-    let config = s.run_dir.join("kind-config.yaml");
-    let kubeconfig = s.kubeconfig();
-    s.kind(&[
-        "create",
-        "cluster",
-        "--name",
-        name,
-        "--config",
-        config.as_str(),
-        "--kubeconfig",
-        kubeconfig.as_str(),
-        "--wait",
-        "5m",
-    ])
 }
 
 /// The child's command line: the same flags, the service's own report directory, and the

@@ -2,8 +2,7 @@
 //! Run variables (`${TAG_GATEWAY}`, `${NAMESPACE}`...) are filled in as steps need them.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::kube;
 use crate::envs::{Settings, tag_var};
-use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, run_command};
+use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, log_line, run_command};
 
 /// How long CRDs get to become Established.
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,16 +94,16 @@ impl RealExecutor {
         match op {
             KubeOp::ServerVersion => {
                 let version = kube::server_version(client).await?;
-                append(log, &format!("API server {version}"))?;
+                log_line(log, &format!("API server {version}"))?;
             }
             KubeOp::Namespace => {
                 kube::namespace(client, ns, &self.settings.run_id).await?;
-                append(log, &format!("namespace {ns} ready"))?;
+                log_line(log, &format!("namespace {ns} ready"))?;
             }
             KubeOp::Secret { name, literal, random } => {
                 let data = literal.iter().cloned().collect();
                 kube::secret(client, ns, name, data, random, || random_hex(16)).await?;
-                append(log, &format!("Secret {name} ready"))?;
+                log_line(log, &format!("Secret {name} ready"))?;
             }
             KubeOp::Apply { manifest } => {
                 let raw =
@@ -112,17 +111,17 @@ impl RealExecutor {
                 let text = self.expand(&raw).with_context(|| format!("in manifest {manifest}"))?;
                 let objects = kube::parse(manifest, &text)?;
                 for line in kube::apply(client, ns, objects).await? {
-                    append(log, &line)?;
+                    log_line(log, &line)?;
                 }
             }
             KubeOp::CrdsEstablished { names } => kube::crds_established(client, names, CRD_TIMEOUT).await?,
             KubeOp::Rollout { workload, name, timeout } => {
                 kube::rollout(client, ns, *workload, name, *timeout).await?;
-                append(log, &format!("{}/{name} rolled out", workload.name()))?;
+                log_line(log, &format!("{}/{name} rolled out", workload.name()))?;
             }
             KubeOp::JobComplete { job, timeout } => {
                 kube::job_complete(client, ns, job, *timeout).await?;
-                append(log, &format!("job/{job} complete"))?;
+                log_line(log, &format!("job/{job} complete"))?;
             }
             KubeOp::Expose { service, port, node_port, url, var } => {
                 let allocated = kube::expose(client, ns, service, port, *node_port).await?;
@@ -131,7 +130,7 @@ impl RealExecutor {
                     None => kube::node_url(client, allocated).await?,
                 };
                 answers_http(&url, EXPOSE_TIMEOUT).await?;
-                append(log, &format!("{var}={url}"))?;
+                log_line(log, &format!("{var}={url}"))?;
                 self.vars.lock().unwrap().insert(var.clone(), url);
             }
         }
@@ -147,12 +146,12 @@ impl Executor for RealExecutor {
                 Step::Tag { var, files, strings } => {
                     let strings = strings.iter().map(|s| self.expand(s)).collect::<anyhow::Result<Vec<_>>>()?;
                     let tag = content_hash(files, &strings)?;
-                    append(&cx.log, &format!("{var} = {tag}"))?;
+                    log_line(&cx.log, &format!("{var} = {tag}"))?;
                     self.vars.lock().unwrap().insert(var.clone(), tag);
                 }
                 Step::SkipIf(probe) => match run_command(&self.expand_command(probe)?, &cx.log, &cx.cancel) {
                     Ok(()) => {
-                        append(&cx.log, "already there: nothing to do")?;
+                        log_line(&cx.log, "already there: nothing to do")?;
                         return Ok(Outcome::Cached);
                     }
                     Err(err) if err.is::<Cancelled>() => return Err(err),
@@ -161,7 +160,7 @@ impl Executor for RealExecutor {
                 Step::SkipIfStamped { stamp, value } => {
                     let value = self.expand(value)?;
                     if std::fs::read_to_string(stamp).is_ok_and(|held| held.trim() == value) {
-                        append(&cx.log, &format!("unchanged since it last succeeded ({stamp}): nothing to do"))?;
+                        log_line(&cx.log, &format!("unchanged since it last succeeded ({stamp}): nothing to do"))?;
                         return Ok(Outcome::Cached);
                     }
                 }
@@ -260,13 +259,6 @@ fn files_under(path: &Utf8Path) -> anyhow::Result<Vec<camino::Utf8PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn append(log: &Utf8Path, line: &str) -> anyhow::Result<()> {
-    let mut file =
-        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open log {log}"))?;
-    writeln!(file, "{line}")?;
-    Ok(())
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {

@@ -96,7 +96,7 @@ impl flags::E2e {
         let plan = service_flag.plan(&settings)?;
         // A reused environment is kept for the next run.
         let keep = self.keep_cluster || self.reuse_cluster;
-        let jobs = self.jobs.map_or_else(default_jobs, usize::from);
+        let jobs = self.jobs.map_or_else(phases::default_jobs, usize::from);
 
         if self.plan {
             let delivery = match &settings.delivery {
@@ -312,10 +312,6 @@ fn delivery(delivery: ImageDelivery, cluster: ClusterMode, registry: Option<&str
             bail!("--image-delivery none needs --cluster existing: a Kind node cannot see the engine's images")
         }
     })
-}
-
-fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)
 }
 
 fn detect_engine() -> Option<Engine> {

@@ -233,6 +233,14 @@ impl Settings {
         format!("{cluster}, namespace {}", self.namespace)
     }
 
+    /// `kind create cluster` from the run's Kind config, into the private kubeconfig.
+    pub fn kind_create(&self, name: &str) -> Command {
+        let config = self.run_dir.join("kind-config.yaml");
+        let kubeconfig = self.kubeconfig();
+        let args = ["create", "cluster", "--name", name, "--config", config.as_str()];
+        self.kind(&[&args[..], &["--kubeconfig", kubeconfig.as_str(), "--wait", "5m"]].concat())
+    }
+
     /// `kind export logs` into the report directory.
     pub fn kind_export_logs(&self, name: &str) -> Command {
         let dir = self.run_dir.join("kind-logs");
@@ -325,7 +333,6 @@ impl Env<'_> {
         let s = self.settings;
         let task = match &s.target {
             Target::Kind { name, reuse } => {
-                let config = s.run_dir.join("kind-config.yaml");
                 let kubeconfig = s.kubeconfig();
                 let mut task = Task::new(ids::CLUSTER, Phase::Cluster, Kind::Process).estimate(150);
                 if *reuse {
@@ -339,18 +346,7 @@ impl Env<'_> {
                         kubeconfig.as_str(),
                     ]));
                 }
-                task.run(s.kind(&[
-                    "create",
-                    "cluster",
-                    "--name",
-                    name,
-                    "--config",
-                    config.as_str(),
-                    "--kubeconfig",
-                    kubeconfig.as_str(),
-                    "--wait",
-                    "5m",
-                ]))
+                task.run(s.kind_create(name))
             }
             Target::Existing { .. } => {
                 Task::new(ids::CLUSTER, Phase::Cluster, Kind::Api).estimate(1).kube(KubeOp::ServerVersion)

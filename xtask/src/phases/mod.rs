@@ -12,7 +12,7 @@ mod scheduler;
 mod svg;
 
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
-pub use process::run_command;
+pub use process::{log_line, run_command};
 #[cfg(test)]
 pub use scheduler::TaskRecord;
-pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, run};
+pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, default_jobs, run};

@@ -72,3 +72,11 @@ pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken
     }
     Ok(())
 }
+
+/// Appends a line to a task's log.
+pub fn log_line(log: &Utf8Path, line: &str) -> anyhow::Result<()> {
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open log {log}"))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}

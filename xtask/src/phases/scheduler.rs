@@ -38,6 +38,11 @@ impl Strategy {
     }
 }
 
+/// At most three image builds at once, fewer on smaller machines (docs/performance.md).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(3)
+}
+
 /// The error a task returns when it stopped because the run was cancelled.
 #[derive(Debug)]
 pub struct Cancelled;
