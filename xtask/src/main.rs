@@ -89,7 +89,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
         Some(subcommand) => eprintln!("error: {first} (see `cargo xtask {subcommand} --help`)"),
         None => {
             let services = envs::Service::names().join(", ");
-            eprintln!("error: {first} (services: {services}; see `cargo xtask e2e --help`)");
+            eprintln!("error: {first} (services: {services}, or all; see `cargo xtask e2e --help`)");
         }
     }
     ExitCode::from(2)

@@ -82,15 +82,17 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    let all_exposed: Vec<Exposed> = ORDER.iter().flat_map(|s| s.exposed()).collect();
+    if let Some(s) = &shared {
+        // Before anything is made: a missing tool or a busy port leaves nothing behind.
+        preflight::check(s, &Service::Gateway.plan(s)?, &all_exposed)?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let running: Arc<Mutex<Vec<u32>>> = Arc::default();
     let cancel = forward_interrupts(running.clone());
     let started = Instant::now();
     if let Some(s) = &shared {
         let Target::Kind { name, .. } = &s.target else { unreachable!("a shared cluster is a Kind cluster") };
-        let all_exposed: Vec<Exposed> = ORDER.iter().flat_map(|s| s.exposed()).collect();
-        let plan = Service::Gateway.plan(s)?;
-        preflight::check(s, &plan, &all_exposed)?;
         let config = dir.join("kind-config.yaml");
         std::fs::write(&config, kind_config(name, &all_exposed)).with_context(|| format!("cannot write {config}"))?;
         let log = dir.join("cluster.log");
