@@ -158,3 +158,62 @@ where
         None => kube::Api::all(client),
     }
 }
+
+/// What every controller starts from: its health endpoints serving, a Kubernetes client, the
+/// audit client (`DATASTORAGE_URL`) and the namespace it watches (`WATCH_NAMESPACE`).
+pub struct ControllerSetup {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// Datastorage audit client.
+    pub audit: crate::audit_client::AuditClient,
+    /// The watched namespace; `None` for all.
+    pub namespace: Option<String>,
+}
+
+impl ControllerSetup {
+    /// Logging, `LISTEN_ADDR`'s health endpoints (ready when the API server answers), the
+    /// clients and the watched namespace, logged.
+    pub async fn from_env() -> anyhow::Result<ControllerSetup> {
+        init_tracing();
+        let addr = listen_addr()?;
+        let client = kube::Client::try_default().await.context("Kubernetes client")?;
+        let audit = crate::audit_client::AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
+        spawn_health(addr, apiserver_ready(client.clone()));
+        let namespace = watch_namespace();
+        tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "watching");
+        Ok(ControllerSetup { client, audit, namespace })
+    }
+
+    /// An API for `K` in the watched namespace (or all).
+    pub fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        scoped_api(self.client.clone(), self.namespace.as_deref())
+    }
+}
+
+/// Runs `controller` until SIGTERM or Ctrl-C; a failed pass is retried after
+/// [`RETRY_SECONDS`] ([`retry_after_error`]).
+pub async fn run_controller<K, C, Fut>(
+    controller: kube::runtime::Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
+    ctx: Arc<C>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    C: Send + Sync + 'static,
+    Fut: Future<Output = Result<kube::runtime::controller::Action, ReconcileError>> + Send + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, retry_after_error, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+}

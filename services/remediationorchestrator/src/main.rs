@@ -10,12 +10,10 @@ mod reconcile;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use kube::runtime::{Controller, watcher};
 use remedy_api::{
     RemediationRequest, SignalProcessing, WorkflowExecution, WorkflowTemplate,
-    audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, retry_after_error, scoped_api, watch_namespace},
+    runtime::{ControllerSetup, run_controller},
 };
 
 fn default_workflow() -> anyhow::Result<Option<WorkflowTemplate>> {
@@ -31,27 +29,13 @@ fn default_workflow() -> anyhow::Result<Option<WorkflowTemplate>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
-    let addr = runtime::listen_addr()?;
-    let client = kube::Client::try_default().await.context("Kubernetes client")?;
-    let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
+    let setup = ControllerSetup::from_env().await?;
     let default_workflow = default_workflow()?;
-    runtime::spawn_health(addr, apiserver_ready(client.clone()));
-
     tracing::info!(default_workflow = ?default_workflow, "starting remediationorchestrator controller");
-    let ns = watch_namespace();
-    tracing::info!(namespace = ns.as_deref().unwrap_or("<all>"), "watching");
-    let ctx = Arc::new(reconcile::Context { client: client.clone(), audit, default_workflow });
-    Controller::new(scoped_api::<RemediationRequest>(client.clone(), ns.as_deref()), watcher::Config::default())
-        .owns(scoped_api::<SignalProcessing>(client.clone(), ns.as_deref()), watcher::Config::default())
-        .owns(scoped_api::<WorkflowExecution>(client, ns.as_deref()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, retry_after_error, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile");
-            }
-        })
-        .await;
+    let controller = Controller::new(setup.api::<RemediationRequest>(), watcher::Config::default())
+        .owns(setup.api::<SignalProcessing>(), watcher::Config::default())
+        .owns(setup.api::<WorkflowExecution>(), watcher::Config::default());
+    let ctx = Arc::new(reconcile::Context { client: setup.client, audit: setup.audit, default_workflow });
+    run_controller(controller, reconcile::reconcile, ctx).await;
     Ok(())
 }

@@ -7,38 +7,21 @@ mod reconcile;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::{Controller, watcher};
 use remedy_api::{
     WorkflowExecution,
-    audit_client::AuditClient,
-    runtime::{self, apiserver_ready, env_or, retry_after_error, scoped_api, watch_namespace},
+    runtime::{ControllerSetup, run_controller},
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
-    let addr = runtime::listen_addr()?;
-    let client = kube::Client::try_default().await.context("Kubernetes client")?;
-    let audit = AuditClient::new(&env_or("DATASTORAGE_URL", "http://datastorage:8080"))?;
-    runtime::spawn_health(addr, apiserver_ready(client.clone()));
-
+    let setup = ControllerSetup::from_env().await?;
     tracing::info!("starting workflowexecution controller");
-    let ns = watch_namespace();
-    tracing::info!(namespace = ns.as_deref().unwrap_or("<all>"), "watching");
-    let ctx = Arc::new(reconcile::Context { client: client.clone(), audit });
     let jobs = watcher::Config::default().labels(plan::WE_LABEL);
-    Controller::new(scoped_api::<WorkflowExecution>(client.clone(), ns.as_deref()), watcher::Config::default())
-        .owns(scoped_api::<Job>(client, ns.as_deref()), jobs)
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, retry_after_error, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile");
-            }
-        })
-        .await;
+    let controller =
+        Controller::new(setup.api::<WorkflowExecution>(), watcher::Config::default()).owns(setup.api::<Job>(), jobs);
+    let ctx = Arc::new(reconcile::Context { client: setup.client, audit: setup.audit });
+    run_controller(controller, reconcile::reconcile, ctx).await;
     Ok(())
 }
