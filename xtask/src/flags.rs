@@ -43,12 +43,13 @@ pub enum ReportCmd {
 ///
 /// Each DIR is a run's report directory (it has report.json) or holds report directories one
 /// level down, as a folder of downloaded CI artifacts does. "setup" is the makespan minus the
-/// specs task's duration, "specs" that duration. Exits 1 when a run's outcome is not ok or a
-/// spec failed.
+/// specs task's duration, "specs" that duration. Exits 1 when a run's outcome is not ok, a
+/// spec failed, or an expected service has no run.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   cargo xtask report merge artifacts/ --out merged       every report directory in a CI artifacts folder
+  cargo xtask report merge artifacts/ --expect all       ... and fail when a service has no report
   cargo xtask report merge target/e2e/gateway/20261126-120000-abc123 target/e2e/datastorage/20261126-121500-def456")]
 pub struct ReportMerge {
     /// Report directories, or directories that hold them one level down.
@@ -58,6 +59,16 @@ pub struct ReportMerge {
     /// Where junit.xml, summary.json and summary.md go [default: target/e2e/merged].
     #[arg(long, value_name = "DIR")]
     pub out: Option<Utf8PathBuf>,
+
+    /// Services that must each have a run, comma-separated, or `all`. One without a report is
+    /// listed as missing and fails the merge, as a shard that never uploaded one should.
+    #[arg(
+        long,
+        value_name = "SERVICE",
+        value_delimiter = ',',
+        value_parser = PossibleValuesParser::new(SELECTIONS).map(|s| Selection::parse(&s))
+    )]
+    pub expect: Vec<Selection>,
 }
 
 /// Replay a timing profile through a service's real plan and the real scheduler, with shims
@@ -275,6 +286,14 @@ pub enum Selection {
 }
 
 impl Selection {
+    /// The services selected: one, or all five.
+    pub fn services(self) -> Vec<Service> {
+        match self {
+            Selection::One(service) => vec![service],
+            Selection::All => Service::value_variants().to_vec(),
+        }
+    }
+
     fn parse(name: &str) -> Selection {
         match Service::from_str(name, false) {
             Ok(service) => Selection::One(service),

@@ -16,6 +16,7 @@ use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::envs::Service;
 use crate::envs::ids::SPECS;
 use crate::flags;
 use crate::phases::progress::human;
@@ -25,6 +26,9 @@ const REPORT_SCHEMA: u64 = 1;
 
 /// The layout of `summary.json`.
 const SUMMARY_SCHEMA: u32 = 1;
+
+/// What the summary says of an expected service without a run.
+const MISSING: &str = "no report.json: the run died before writing one, or its report was not collected";
 
 impl flags::Report {
     pub fn run(self) -> anyhow::Result<ExitCode> {
@@ -37,7 +41,9 @@ impl flags::Report {
 impl flags::ReportMerge {
     fn run(self) -> anyhow::Result<ExitCode> {
         let out = self.out.unwrap_or_else(|| crate::project_root().join("target/e2e/merged"));
-        let summary = summarize(&self.dirs)?;
+        let mut summary = summarize(&self.dirs)?;
+        let expected: Vec<Service> = self.expect.iter().flat_map(|s| s.services()).collect();
+        summary.expect(&expected);
         summary.write(&out)?;
         print!("{}", summary.table());
         eprintln!("merged: {}, {}, {}", out.join("junit.xml"), out.join("summary.json"), out.join("summary.md"));
@@ -54,13 +60,15 @@ pub fn summarize(dirs: &[Utf8PathBuf]) -> anyhow::Result<Summary> {
             runs.push(Run::read(&run_dir)?);
         }
     }
-    Ok(Summary { runs })
+    Ok(Summary { runs, missing: Vec::new() })
 }
 
 /// Several runs' results.
 #[derive(Debug)]
 pub struct Summary {
     pub runs: Vec<Run>,
+    /// Services expected to have a run that have none.
+    pub missing: Vec<&'static str>,
 }
 
 /// One run, from its `report.json` and `junit.xml`.
@@ -93,9 +101,21 @@ pub struct Counts {
 }
 
 impl Summary {
-    /// Every run's outcome is ok and no spec failed.
+    /// Records which of `services` have no run.
+    pub fn expect(&mut self, services: &[Service]) {
+        let mut missing = Vec::new();
+        for name in services.iter().map(|s| s.name()) {
+            if !missing.contains(&name) && !self.runs.iter().any(|run| run.service == name) {
+                missing.push(name);
+            }
+        }
+        self.missing = missing;
+    }
+
+    /// Every expected service ran, every run's outcome is ok and no spec failed.
     pub fn ok(&self) -> bool {
-        self.runs.iter().all(|run| run.outcome == "ok" && run.counts().is_none_or(|c| c.failed == 0))
+        self.missing.is_empty()
+            && self.runs.iter().all(|run| run.outcome == "ok" && run.counts().is_none_or(|c| c.failed == 0))
     }
 
     pub fn totals(&self) -> Counts {
@@ -135,6 +155,9 @@ impl Summary {
                 run.dir.join("report.md").as_str(),
             ]);
         }
+        for service in &self.missing {
+            line([service, "missing", "-", "-", "-", "-", "-", "-", ""]);
+        }
         let [passed, failed, ignored] = counts_text(Some(self.totals()));
         line(["all", self.outcome(), "", "", "", &passed, &failed, &ignored, ""]);
         for run in &self.runs {
@@ -144,6 +167,9 @@ impl Summary {
             for name in run.failed_specs() {
                 let _ = writeln!(out, "{}: spec failed: {name}", run.service);
             }
+        }
+        for service in &self.missing {
+            let _ = writeln!(out, "{service}: {MISSING}");
         }
         out
     }
@@ -169,12 +195,15 @@ impl Summary {
                 run.run_id
             );
         }
+        for service in &self.missing {
+            let _ = writeln!(out, "| {service} | missing | | | | | | | |");
+        }
         let [passed, failed, ignored] = counts_text(Some(self.totals()));
         let _ = writeln!(out, "| **all** | **{}** | | | | {passed} | {failed} | {ignored} | |\n", self.outcome());
         let _ = writeln!(out, "Setup is the makespan minus the specs' time; teardown is not counted.\n");
         let failed: Vec<_> =
             self.runs.iter().filter(|run| run.failure.is_some() || run.failed_specs().next().is_some()).collect();
-        if !failed.is_empty() {
+        if !failed.is_empty() || !self.missing.is_empty() {
             let _ = writeln!(out, "## Failures\n");
             for run in failed {
                 if let Some(failure) = &run.failure {
@@ -183,6 +212,9 @@ impl Summary {
                 for name in run.failed_specs() {
                     let _ = writeln!(out, "- {}: spec `{name}` failed", run.service);
                 }
+            }
+            for service in &self.missing {
+                let _ = writeln!(out, "- {service}: {MISSING}");
             }
             let _ = writeln!(out);
         }
@@ -220,6 +252,7 @@ impl Summary {
             "schema": SUMMARY_SCHEMA,
             "outcome": self.outcome(),
             "runs": runs,
+            "missing": self.missing,
             "totals": {
                 "runs": self.runs.len(),
                 "runs_ok": self.runs.iter().filter(|run| run.outcome == "ok").count(),
@@ -553,6 +586,36 @@ datastorage: spec failed: a_repeated_event_id_is_stored_once
         let summary = merge(&dir.join("e2e-gateway")).unwrap();
         assert!(summary.ok());
         assert!(summary.table().lines().nth(1).unwrap().contains("-      -       -"), "{}", summary.table());
+    }
+
+    #[test]
+    fn an_expected_service_without_a_run_fails_the_merge() {
+        let dir = scratch("expect");
+        run_dir(&dir, "gateway", "ok", 93.5, 31.5, GATEWAY);
+        let mut summary = merge(&dir).unwrap();
+        assert!(summary.ok());
+        summary.expect(&[Service::Gateway, Service::Datastorage, Service::Gateway, Service::Datastorage]);
+        assert_eq!(summary.missing, ["datastorage"]);
+        assert!(!summary.ok());
+        let table = summary.table();
+        let lines: Vec<_> = table.lines().collect();
+        assert_eq!(
+            lines[2], "datastorage              missing  -        -       -            -      -       -",
+            "{table}"
+        );
+        assert_eq!(lines[3].split_whitespace().take(2).collect::<Vec<_>>(), ["all", "failed"], "{table}");
+        assert_eq!(lines[4], format!("datastorage: {MISSING}"));
+        assert_eq!(summary.json()["missing"], json!(["datastorage"]));
+        assert_eq!(summary.json()["outcome"], "failed");
+        assert!(summary.markdown().contains("| datastorage | missing |"), "{}", summary.markdown());
+
+        summary.expect(&flags::Selection::All.services());
+        assert_eq!(
+            summary.missing,
+            ["signalprocessing", "datastorage", "remediationorchestrator", "workflowexecution"]
+        );
+        summary.expect(&[Service::Gateway]);
+        assert!(summary.missing.is_empty() && summary.ok());
     }
 
     #[test]

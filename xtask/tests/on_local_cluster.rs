@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// One run at a time: they share the cluster, the host ports and cargo's build lock.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -460,6 +460,9 @@ fn on_local_cluster_e2e_all_shares_one_kind_cluster() {
         let ns = format!("remedy-{service}");
         assert!(!namespace_exists(&ns), "namespace {ns} outlived the shared cluster");
     }
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((&summary["outcome"], &summary["totals"]["runs_ok"]), (&json!("ok"), &json!(5)), "{summary}");
+    assert_eq!(summary["missing"], json!([]), "{summary}");
     assert!(run.stderr.contains("deleted kind cluster remedy-all-"), "{}", run.stderr);
     shim.assert_kubeconfig_untouched();
     let left = processes_mentioning(dir);

@@ -136,16 +136,15 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
     }
 
     eprintln!("\nall environments ({} at a time) took {}", flags.parallel, human(started.elapsed()));
-    // The runs that got as far as a report, in one table (and merged JUnit); the others by
-    // their log.
+    // One table (and merged JUnit) of the runs that wrote a report; the others are listed as
+    // missing, then with the last error in their log.
     let reported: Vec<Utf8PathBuf> =
         outcomes.iter().filter(|o| o.report_dir.join("report.json").is_file()).map(|o| o.report_dir.clone()).collect();
-    if !reported.is_empty() {
-        let summary = crate::report_merge::summarize(&reported)?;
-        eprint!("{}", summary.table());
-        summary.write(&dir)?;
-        eprintln!("  merged junit.xml, summary.md and summary.json in {dir}");
-    }
+    let mut summary = crate::report_merge::summarize(&reported)?;
+    summary.expect(&outcomes.iter().map(|o| o.service).collect::<Vec<_>>());
+    eprint!("{}", summary.table());
+    summary.write(&dir)?;
+    eprintln!("  merged junit.xml, summary.md and summary.json in {dir}");
     for o in outcomes.iter().filter(|o| !o.report_dir.join("report.json").is_file()) {
         eprintln!("  {:<24} no report: {} (log {})", o.service.name(), last_error(&o.log), o.log);
     }
