@@ -390,6 +390,59 @@ fn on_local_cluster_the_kind_path_runs_the_exact_kind_commands() {
     kind_run_expectations(&shim, &run, "-");
 }
 
+/// Deletes a kept shim cluster when dropped, so a failed assertion leaves no forwarders,
+/// node container or namespaces for the next test.
+struct KeptCluster<'a> {
+    shim: &'a Shim,
+    name: &'static str,
+}
+
+impl Drop for KeptCluster<'_> {
+    fn drop(&mut self) {
+        let status = Command::new("kind")
+            .args(["delete", "cluster", "--name", self.name])
+            .envs(self.shim.envs())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if !std::thread::panicking() {
+            assert!(status.success(), "the shim could not delete {}", self.name);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_reused_kind_cluster_gets_each_image_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("reuse");
+    let mut envs = shim.envs();
+    let base = std::env::var("REMEDY_IMAGE_BASE").expect("REMEDY_IMAGE_BASE is not set: run by cargo xtask test");
+    envs.push(("KIND_SHIM_NODE_IMAGE", base));
+    let args = ["e2e", "datastorage", "--engine", "docker", "--reuse-cluster"];
+    let _kept = KeptCluster { shim: &shim, name: "remedy-datastorage" };
+
+    let first = xtask(&args, &shim.scratch.0.join("first"), &envs);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(first.task("load-image-datastorage")["status"], "ok");
+    let second = xtask(&args, &shim.scratch.0.join("second"), &envs);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    for task in ["cluster", "build-image-datastorage", "load-image-datastorage"] {
+        assert_eq!(second.task(task)["status"], "cached", "{task}");
+    }
+
+    let calls = shim.calls();
+    let count = |what: &str| calls.iter().filter(|c| c.contains(what)).count();
+    assert_eq!(count("kind create cluster --name remedy-datastorage "), 1, "{calls:#?}");
+    assert_eq!(count("kind load image-archive"), 1, "{calls:#?}");
+    assert_eq!(count("kind export kubeconfig --name remedy-datastorage"), 2, "{calls:#?}");
+    assert_eq!(count("kind delete cluster"), 0, "{calls:#?}");
+    assert!(namespace_exists("remedy-datastorage"), "the reused environment was not kept");
+    shim.assert_kubeconfig_untouched();
+}
+
 #[test]
 #[ignore = "needs the local cluster and podman: run by cargo xtask test"]
 fn on_local_cluster_podman_builds_and_saves_images_for_kind() {
