@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use remedy_api::audit::{AuditEvent, Outcome};
 use remedy_e2e::{Env, eventually, http};
 use serde_json::{Value, json};
@@ -124,4 +126,45 @@ async fn the_migration_job_ran_once_and_succeeded() {
     let status = job.status.unwrap_or_default();
     assert_eq!(status.succeeded, Some(1));
     assert_eq!(status.failed.unwrap_or(0), 0);
+}
+
+/// A second migration Job, as an upgrade or a re-run deploy starts against a database at head:
+/// it succeeds, and the data stored before it is untouched.
+#[tokio::test]
+async fn migrating_an_already_migrated_database_keeps_its_data() {
+    let env = Env::get();
+    let base = env.url("datastorage");
+    let correlation = env.unique("corr");
+    let sent = event(&env, &correlation);
+    let response = http().post(format!("{base}/api/v1/audit/events")).json(&sent).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+
+    let jobs: Api<Job> = Api::namespaced(env.client().await, &env.namespace);
+    let first = jobs.get("datastorage-migrate").await.unwrap();
+    let mut template = first.spec.unwrap().template;
+    // The labels the Job controller added for the first Job's selector.
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.retain(|k, _| k != "controller-uid" && k != "job-name" && !k.starts_with("batch.kubernetes.io/"));
+    }
+    let name = env.unique("migrate-again");
+    let again = Job {
+        metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+        spec: Some(JobSpec { backoff_limit: Some(0), template, ..JobSpec::default() }),
+        status: None,
+    };
+    jobs.create(&PostParams::default(), &again).await.unwrap();
+    let status = eventually("the second migration Job to finish", Duration::from_secs(90), || async {
+        let status = jobs.get(&name).await.ok()?.status?;
+        (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0).then_some(status)
+    })
+    .await;
+    let background =
+        DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    jobs.delete(&name, &background).await.unwrap();
+    assert_eq!((status.succeeded, status.failed.unwrap_or(0)), (Some(1), 0), "the second migration failed");
+
+    let found = query(&base, &correlation).await;
+    assert_eq!(found.iter().map(|e| &e.event_id).collect::<Vec<_>>(), [&sent.event_id], "events lost by migrating");
+    let ready = http().get(format!("{base}/readyz")).send().await.unwrap().status();
+    assert_eq!(ready, 200);
 }
