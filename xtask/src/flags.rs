@@ -189,6 +189,8 @@ Examples:
   cargo xtask e2e gateway                         fresh Kind cluster, run the specs, tear down
   cargo xtask e2e gateway --keep-cluster --cluster-name dev
                                                   keep the cluster for a later --reuse-cluster run
+  cargo xtask e2e gateway --reuse-cluster -- dedup --skip restart
+                                                  only the specs named *dedup*, but not *restart*
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
                                                   deploy into a fresh namespace of an existing cluster
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
@@ -266,6 +268,12 @@ pub struct E2e {
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<Utf8PathBuf>,
 
+    /// Arguments for the specs' test harness, after `--`: a name filter, `--exact`, `--skip
+    /// NAME`, `--test-threads N`... A filtered run never skips as unchanged nor marks the suite
+    /// passed, and fails when no spec matched.
+    #[arg(last = true, value_name = "SPEC ARGS")]
+    pub spec_args: Vec<String>,
+
     /// How long one rollout or Job may take, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     pub wait_timeout: u64,
@@ -273,6 +281,11 @@ pub struct E2e {
     /// Where the report, timeline and logs go [default: target/e2e/<service>/<run id>].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<Utf8PathBuf>,
+
+    /// A spec filter matching nothing in this suite is not an error (`e2e all` sets it for its
+    /// runs and fails only when no suite matched).
+    #[arg(long, hide = true)]
+    pub allow_no_specs: bool,
 }
 
 const SELECTIONS: [&str; 6] =

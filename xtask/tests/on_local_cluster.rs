@@ -67,7 +67,10 @@ impl Run {
 
 fn command(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(args).arg("--report-dir").arg(dir).current_dir(root()).env("CI", "true").stdin(Stdio::null());
+    // The report directory goes before the specs' own arguments, if any.
+    let (flags, spec_args) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
+    cmd.args(flags).arg("--report-dir").arg(dir).args(spec_args);
+    cmd.current_dir(root()).env("CI", "true").stdin(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -284,6 +287,30 @@ fn on_local_cluster_a_malformed_manifest_is_named() {
     args.extend(extra.iter().map(String::as_str));
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "postgresql", "malformed manifest");
+    assert_clean(&run, "datastorage");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_spec_filter_that_matches_nothing_fails() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("filter");
+    let mut args = vec!["e2e", "datastorage"];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    args.extend(["--skip-unchanged-tests", "--", "no_spec_is_named_this"]);
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.task("specs")["status"], "ok", "the harness ran, matching nothing");
+    let last = run.stderr.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        "error: no datastorage spec matched `no_spec_is_named_this`: list them with \
+         `cargo test -p remedy-e2e --test datastorage -- --list`"
+    );
+    let log = std::fs::read_to_string(run.dir.join("logs/specs.log")).unwrap();
+    assert!(log.contains("--test datastorage -- no_spec_is_named_this"), "{log}");
+    assert!(!log.contains("SPECS_INPUTS"), "a filtered run hashed its inputs for the stamp: {log}");
     assert_clean(&run, "datastorage");
 }
 

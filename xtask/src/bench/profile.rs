@@ -97,6 +97,7 @@ impl Profile {
             manifests: crate::project_root().join("test/manifests"),
             wait_timeout: Duration::from_secs(180),
             skip_unchanged_tests: false,
+            spec_args: Vec::new(),
             builds_after_cluster: false,
         };
         self.service.plan(&settings)

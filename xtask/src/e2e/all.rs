@@ -158,6 +158,13 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
     if !failed.is_empty() {
         bail!("e2e all: {} failed; see each one's log and report above", failed.join(", "));
     }
+    let totals = summary.totals();
+    if !flags.spec_args.is_empty() && totals.passed + totals.failed + totals.ignored == 0 {
+        bail!(
+            "e2e all: no spec of any suite matched `{}`: list a suite's with `cargo test -p remedy-e2e --test <service> -- --list`",
+            flags.spec_args.join(" ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -175,6 +182,7 @@ fn shared_cluster(dir: &Utf8Path, engine: Engine, name: String, reuse: bool) -> 
         manifests: Utf8PathBuf::new(),
         wait_timeout: Duration::ZERO,
         skip_unchanged_tests: false,
+        spec_args: Vec::new(),
         builds_after_cluster: false,
     }
 }
@@ -233,6 +241,11 @@ fn child_args(
             bail!("--registry needs --cluster existing: a Kind node reaches no registry on this host");
         }
         args.extend(["--registry".to_owned(), registry.clone()]);
+    }
+    if !flags.spec_args.is_empty() {
+        args.push("--allow-no-specs".into());
+        args.push("--".into());
+        args.extend(flags.spec_args.iter().cloned());
     }
     Ok(args)
 }
@@ -313,4 +326,34 @@ fn forward_interrupts(running: Arc<Mutex<Vec<u32>>>) -> CancellationToken {
         });
     });
     cancel
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::flags::{Xtask, XtaskCmd};
+
+    fn e2e(args: &[&str]) -> flags::E2e {
+        let line = ["cargo xtask", "e2e"].iter().chain(args);
+        match Xtask::try_parse_from(line).unwrap().subcommand {
+            XtaskCmd::E2e(e2e) => e2e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_child_gets_the_flags_it_shares_and_the_spec_args_last() {
+        let flags =
+            e2e(&["all", "--cluster", "existing", "--kubeconfig", "k.yaml", "--", "dedup", "--skip", "restart"]);
+        let args =
+            child_args(&flags, "/work".into(), Service::Gateway, "/r".into(), Engine::Podman, None).unwrap().join(" ");
+        assert!(args.starts_with("e2e gateway --report-dir /r/gateway --strategy dag --engine podman"), "{args}");
+        assert!(args.contains("--cluster existing --kubeconfig /work/k.yaml --image-delivery auto"), "{args}");
+        assert!(args.ends_with(" --allow-no-specs -- dedup --skip restart"), "{args}");
+        let flags = e2e(&["all", "--cluster", "existing", "--kubeconfig", "k.yaml"]);
+        let args = child_args(&flags, "/work".into(), Service::Gateway, "/r".into(), Engine::Podman, None).unwrap();
+        assert!(!args.contains(&"--".to_owned()), "{args:?}");
+    }
 }

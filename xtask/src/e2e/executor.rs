@@ -286,6 +286,7 @@ mod tests {
             manifests: "test/manifests".into(),
             wait_timeout: Duration::from_secs(1),
             skip_unchanged_tests: false,
+            spec_args: Vec::new(),
             builds_after_cluster: false,
         };
         RealExecutor::new(settings, &[("IMAGE_POSTGRES", "postgres:16".into())]).unwrap()

@@ -91,6 +91,7 @@ impl flags::E2e {
             manifests: self.manifests.as_ref().map_or_else(|| root.join("test/manifests"), |dir| cwd.join(dir)),
             wait_timeout: Duration::from_secs(self.wait_timeout),
             skip_unchanged_tests: self.skip_unchanged_tests,
+            spec_args: self.spec_args.clone(),
             builds_after_cluster: self.builds_after_cluster,
         };
         let plan = service_flag.plan(&settings)?;
@@ -143,7 +144,8 @@ impl flags::E2e {
             std::fs::write(&config, kind_config(name, &exposed)).with_context(|| format!("cannot write {config}"))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        runtime.block_on(run(service, settings, plan, self.strategy, jobs, keep))
+        let require_specs = !self.spec_args.is_empty() && !self.allow_no_specs;
+        runtime.block_on(run(service, settings, plan, self.strategy, jobs, keep, require_specs))
     }
 }
 
@@ -155,6 +157,7 @@ async fn run(
     strategy: phases::Strategy,
     jobs: usize,
     keep: bool,
+    require_specs: bool,
 ) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
@@ -179,7 +182,7 @@ async fn run(
 
     let report = Report::new(format!("{service} end-to-end"), &settings.run_id, &plan, &record);
     report.write(&settings.run_dir)?;
-    let specs = specs_results(&settings, &plan, &record, service);
+    let (specs, specs_run) = specs_results(&settings, &plan, &record, service).unzip();
     let started = Instant::now();
     let teardown = teardown(&settings, &executor, !record.succeeded(), keep).await;
     eprint!("{}", report.terminal());
@@ -203,21 +206,36 @@ async fn run(
         bail!("{service} end-to-end run failed: {summary}");
     }
     teardown?;
+    if require_specs && specs_run.flatten() == Some(0) {
+        bail!(
+            "no {service} spec matched `{}`: list them with `cargo test -p remedy-e2e --test {service} -- --list`",
+            settings.spec_args.join(" ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The specs' counts, and their JUnit XML in the report directory, when the specs ran.
-fn specs_results(settings: &Settings, plan: &Plan, record: &phases::RunRecord, suite: &str) -> Option<String> {
+/// When the specs ran: a line with their counts, and how many ran; their JUnit XML goes to
+/// the report directory.
+fn specs_results(
+    settings: &Settings,
+    plan: &Plan,
+    record: &phases::RunRecord,
+    suite: &str,
+) -> Option<(String, Option<usize>)> {
     let specs = plan.tasks().iter().position(|t| t.id == crate::envs::ids::SPECS)?;
     record.tasks[specs].start?;
     if record.tasks[specs].status == phases::Status::Cached {
-        return Some("specs: skipped, unchanged since they last passed against this environment".to_owned());
+        return Some(("specs: skipped, unchanged since they last passed against this environment".to_owned(), None));
     }
     let log = settings.run_dir.join("logs").join(format!("{}.log", crate::envs::ids::SPECS));
     let junit = settings.run_dir.join("junit.xml");
     Some(match junit::write(&log, &junit, suite) {
-        Ok(c) => format!("specs: {} passed, {} failed, {} ignored ({junit})", c.passed, c.failed, c.ignored),
-        Err(err) => format!("specs: no results ({err:#})"),
+        Ok(c) => (
+            format!("specs: {} passed, {} failed, {} ignored ({junit})", c.passed, c.failed, c.ignored),
+            Some(c.passed + c.failed + c.ignored),
+        ),
+        Err(err) => (format!("specs: no results ({err:#})"), None),
     })
 }
 

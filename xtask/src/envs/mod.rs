@@ -162,6 +162,8 @@ pub struct Settings {
     pub wait_timeout: Duration,
     /// Skip the specs when their inputs are unchanged since they last passed here.
     pub skip_unchanged_tests: bool,
+    /// Handed to the specs' test harness after `--` (a name filter, `--skip`...).
+    pub spec_args: Vec<String>,
     /// Start the builds only once the cluster exists, instead of alongside its creation.
     pub builds_after_cluster: bool,
 }
@@ -560,6 +562,10 @@ impl Env<'_> {
         );
         let mut run = vec!["test"];
         run.extend(suite_args);
+        if !s.spec_args.is_empty() {
+            run.push("--");
+            run.extend(s.spec_args.iter().map(String::as_str));
+        }
         let mut cmd = Command::new("cargo", run)
             .env("REMEDY_E2E_KUBECONFIG", s.kubeconfig().as_str())
             .env("REMEDY_E2E_NAMESPACE", &s.namespace)
@@ -572,7 +578,8 @@ impl Env<'_> {
             .after(&[ids::BUILD_SPECS])
             .stage(stage::SPECS)
             .estimate(10);
-        task = if s.skip_unchanged_tests {
+        // A filtered run says nothing about the whole suite: it neither skips nor stamps.
+        task = if s.skip_unchanged_tests && s.spec_args.is_empty() {
             // The inputs: what is deployed (each image's content hash, the manifests, the
             // third-party images), the specs' sources, and where they run.
             let mut strings: Vec<String> = self.built.iter().map(|bin| format!("${{{}}}", tag_var(bin))).collect();
@@ -619,6 +626,7 @@ mod tests {
             manifests: crate::project_root().join("test/manifests"),
             wait_timeout: Duration::from_secs(180),
             skip_unchanged_tests: false,
+            spec_args: Vec::new(),
             builds_after_cluster: false,
         }
     }
@@ -725,6 +733,21 @@ mod tests {
             assert!(strings.contains(&input.to_owned()), "{input} in {strings:?}");
         }
         assert!(files.iter().any(|f| f.ends_with("test/manifests")) && files.contains(&"test/e2e".into()));
+    }
+
+    #[test]
+    fn spec_args_go_to_the_harness_and_a_filtered_run_never_skips_nor_stamps() {
+        let mut s = kind();
+        s.skip_unchanged_tests = true;
+        s.spec_args = vec!["dedup".into(), "--skip".into(), "restart".into()];
+        let plan = Service::Gateway.plan(&s).unwrap();
+        let steps = &plan.tasks()[plan.index_of(ids::SPECS).unwrap()].steps;
+        let [Step::Run(cmd)] = &steps[..] else { panic!("{steps:?}") };
+        assert!(
+            cmd.to_string()
+                .ends_with("cargo test --locked --package remedy-e2e --test gateway -- dedup --skip restart"),
+            "{cmd}"
+        );
     }
 
     #[test]
