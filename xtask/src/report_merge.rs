@@ -100,6 +100,13 @@ pub struct Counts {
     pub ignored: usize,
 }
 
+impl Counts {
+    /// How many specs ran (an ignored one counts: it matched).
+    pub fn total(self) -> usize {
+        self.passed + self.failed + self.ignored
+    }
+}
+
 impl Summary {
     /// Records which of `services` have no run.
     pub fn expect(&mut self, services: &[Service]) {

@@ -158,8 +158,7 @@ pub fn run(flags: &flags::E2e) -> anyhow::Result<ExitCode> {
     if !failed.is_empty() {
         bail!("e2e all: {} failed; see each one's log and report above", failed.join(", "));
     }
-    let totals = summary.totals();
-    if !flags.spec_args.is_empty() && totals.passed + totals.failed + totals.ignored == 0 {
+    if !flags.spec_args.is_empty() && summary.totals().total() == 0 {
         bail!(
             "e2e all: no spec of any suite matched `{}`: list a suite's with `cargo test -p remedy-e2e --test <service> -- --list`",
             flags.spec_args.join(" ")

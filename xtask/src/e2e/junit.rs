@@ -4,13 +4,7 @@ use anyhow::Context;
 use camino::Utf8Path;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-/// How many specs passed, failed and were ignored.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub passed: usize,
-    pub failed: usize,
-    pub ignored: usize,
-}
+use crate::report_merge::Counts;
 
 /// Reads libtest's `test <name> ... ok|FAILED|ignored` lines (and each failure's captured
 /// output) from `log` and writes them to `junit` as one suite.

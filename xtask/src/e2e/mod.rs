@@ -233,7 +233,7 @@ fn specs_results(
     Some(match junit::write(&log, &junit, suite) {
         Ok(c) => (
             format!("specs: {} passed, {} failed, {} ignored ({junit})", c.passed, c.failed, c.ignored),
-            Some(c.passed + c.failed + c.ignored),
+            Some(c.total()),
         ),
         Err(err) => (format!("specs: no results ({err:#})"), None),
     })
