@@ -468,6 +468,21 @@ fn on_local_cluster_a_reused_kind_cluster_gets_each_image_once() {
     assert_eq!(count("kind delete cluster"), 0, "{calls:#?}");
     assert!(namespace_exists("remedy-datastorage"), "the reused environment was not kept");
     shim.assert_kubeconfig_untouched();
+
+    // The generated database password, kept in the reused namespace, is in no file of either
+    // run: logs, reports, diagnostics, the shim's call log.
+    let password = kubectl(&[
+        "get",
+        "secret",
+        "postgresql-credentials",
+        "--namespace",
+        "remedy-datastorage",
+        "--output",
+        "go-template={{.data.POSTGRES_PASSWORD | base64decode}}",
+    ]);
+    assert!(password.len() >= 16, "a generated password: {password:?}");
+    let found = Command::new("grep").args(["-rlF", &password]).arg(&shim.scratch.0).output().unwrap();
+    assert!(found.stdout.is_empty(), "the password is written in {}", String::from_utf8_lossy(&found.stdout));
 }
 
 #[test]
