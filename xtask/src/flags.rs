@@ -268,6 +268,12 @@ pub struct E2e {
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<Utf8PathBuf>,
 
+    /// After a successful run, keep this many of the newest images of each repository it built
+    /// and remove older tags from the engine (never the run's own, nor one a container uses);
+    /// `all` keeps every image.
+    #[arg(long, value_name = "N|all", default_value = "3", value_parser = parse_keep_images)]
+    pub keep_images: KeepImages,
+
     /// Arguments for the specs' test harness, after `--`: a name filter, `--exact`, `--skip
     /// NAME`, `--test-threads N`... A filtered run never skips as unchanged nor marks the suite
     /// passed, and fails when no spec matched.
@@ -286,6 +292,20 @@ pub struct E2e {
     /// runs and fails only when no suite matched).
     #[arg(long, hide = true)]
     pub allow_no_specs: bool,
+}
+
+/// How many images per repository `e2e` keeps after a successful run; `None` keeps all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepImages(pub Option<usize>);
+
+fn parse_keep_images(value: &str) -> Result<KeepImages, String> {
+    match value {
+        "all" => Ok(KeepImages(None)),
+        n => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(KeepImages(Some(n))),
+            _ => Err("a number of at least 1, or `all`".to_owned()),
+        },
+    }
 }
 
 const SELECTIONS: [&str; 6] =

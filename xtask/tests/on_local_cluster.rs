@@ -314,6 +314,43 @@ fn on_local_cluster_a_spec_filter_that_matches_nothing_fails() {
     assert_clean(&run, "datastorage");
 }
 
+fn image_exists(image: &str) -> bool {
+    let mut inspect = Command::new("docker");
+    inspect.args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null());
+    inspect.status().unwrap().success()
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_older_images_are_pruned_after_a_successful_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("prune");
+    let base = std::env::var("REMEDY_IMAGE_BASE").expect("REMEDY_IMAGE_BASE is not set: run by cargo xtask test");
+    // Four images of the repository, newer than any real one, oldest first.
+    let fakes: Vec<String> = (1..=4).map(|i| format!("localhost/remedy/datastorage:prune-test-{i}")).collect();
+    for (i, image) in fakes.iter().enumerate() {
+        std::fs::write(scratch.0.join("Dockerfile"), format!("FROM {base}\nLABEL remedy.test.prune={i}\n")).unwrap();
+        let built = Command::new("docker").args(["build", "--quiet", "--tag", image]).arg(&scratch.0).output().unwrap();
+        assert!(built.status.success(), "docker build {image}: {}", String::from_utf8_lossy(&built.stderr));
+        // Creation times have a resolution of a second.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let mut args = vec!["e2e", "datastorage"];
+    let extra = existing(&scratch.0);
+    args.extend(extra.iter().map(String::as_str));
+    let run = xtask(&args, &scratch.0.join("run"), &cluster_images());
+    let present: Vec<bool> = fakes.iter().map(|image| image_exists(image)).collect();
+    for image in &fakes {
+        let _ = Command::new("docker").args(["rmi", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(present, [false, true, true, true], "the newest 3 are kept, the fourth newest removed");
+    let log = std::fs::read_to_string(run.dir.join("logs/build-image-datastorage.log")).unwrap();
+    let tag = log.lines().find_map(|l| l.strip_prefix("TAG_DATASTORAGE = ")).unwrap();
+    assert!(image_exists(&format!("localhost/remedy/datastorage:{tag}")), "the run's own image was removed");
+    assert!(run.stderr.contains("older image(s), keeping the newest 3 per repository"), "{}", run.stderr);
+}
+
 #[test]
 #[ignore = "needs the local cluster: run by cargo xtask test"]
 fn on_local_cluster_sigint_during_deploy_cancels_and_cleans_up() {

@@ -202,6 +202,7 @@ fn child_args(
     push("--strategy", flags.strategy.name());
     push("--engine", engine.program());
     push("--wait-timeout", &flags.wait_timeout.to_string());
+    push("--keep-images", &flags.keep_images.0.map_or_else(|| "all".to_owned(), |n| n.to_string()));
     if let Some(jobs) = flags.jobs {
         push("--jobs", &jobs.to_string());
     }
@@ -351,8 +352,10 @@ mod tests {
         assert!(args.starts_with("e2e gateway --report-dir /r/gateway --strategy dag --engine podman"), "{args}");
         assert!(args.contains("--cluster existing --kubeconfig /work/k.yaml --image-delivery auto"), "{args}");
         assert!(args.ends_with(" --allow-no-specs -- dedup --skip restart"), "{args}");
-        let flags = e2e(&["all", "--cluster", "existing", "--kubeconfig", "k.yaml"]);
+        assert!(args.contains(" --keep-images 3 "), "the default: {args}");
+        let flags = e2e(&["all", "--cluster", "existing", "--kubeconfig", "k.yaml", "--keep-images", "all"]);
         let args = child_args(&flags, "/work".into(), Service::Gateway, "/r".into(), Engine::Podman, None).unwrap();
         assert!(!args.contains(&"--".to_owned()), "{args:?}");
+        assert!(args.join(" ").contains(" --keep-images all "), "{args:?}");
     }
 }

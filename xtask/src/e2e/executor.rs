@@ -39,6 +39,20 @@ impl RealExecutor {
         Ok(RealExecutor { settings, vars: Mutex::new(vars), client: OnceCell::new() })
     }
 
+    /// The run's images, as `repository:tag`: those it built or found already built.
+    pub fn images(&self) -> Vec<String> {
+        let vars = self.vars.lock().unwrap();
+        let mut images: Vec<String> = vars
+            .iter()
+            .filter_map(|(name, tag)| {
+                let bin = name.strip_prefix("TAG_")?.to_lowercase();
+                Some(self.settings.image_tagged(&bin, tag))
+            })
+            .collect();
+        images.sort();
+        images
+    }
+
     pub async fn client(&self) -> anyhow::Result<&::kube::Client> {
         self.client
             .get_or_try_init(|| async {
@@ -64,7 +78,7 @@ impl RealExecutor {
                 None => match name.strip_prefix("IMAGE_") {
                     Some(bin) if vars.contains_key(&tag_var(&bin.to_lowercase())) => {
                         let bin = bin.to_lowercase();
-                        settings.image(&bin).replace(&format!("${{{}}}", tag_var(&bin)), &vars[&tag_var(&bin)])
+                        settings.image_tagged(&bin, &vars[&tag_var(&bin)])
                     }
                     _ => bail!("unknown placeholder ${{{name}}}"),
                 },
@@ -301,6 +315,8 @@ mod tests {
             exec.expand(text).unwrap(),
             "ns: remedy-ns\nimage: localhost/remedy/gateway:0123abcd\ndb: postgres:16\npolicy: IfNotPresent"
         );
+        exec.vars.lock().unwrap().insert("TAG_DATASTORAGE".into(), "4567ef".into());
+        assert_eq!(exec.images(), ["localhost/remedy/datastorage:4567ef", "localhost/remedy/gateway:0123abcd"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod executor;
 mod junit;
 mod kube;
 mod preflight;
+mod prune;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -129,6 +130,13 @@ impl flags::E2e {
             for line in settings.teardown(keep) {
                 out.push_str(&format!("    {line}\n"));
             }
+            if let Some(n) = self.keep_images.0 {
+                out.push_str(&format!(
+                    "    on success: remove all but the newest {n} tags of each {}/<bin> this run built \
+                     (never this run's)\n",
+                    settings.image_repo
+                ));
+            }
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
             return Ok(ExitCode::SUCCESS);
@@ -144,21 +152,32 @@ impl flags::E2e {
             std::fs::write(&config, kind_config(name, &exposed)).with_context(|| format!("cannot write {config}"))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let require_specs = !self.spec_args.is_empty() && !self.allow_no_specs;
-        runtime.block_on(run(service, settings, plan, self.strategy, jobs, keep, require_specs))
+        let options = RunOptions {
+            strategy: self.strategy,
+            jobs,
+            keep,
+            require_specs: !self.spec_args.is_empty() && !self.allow_no_specs,
+            keep_images: self.keep_images.0,
+        };
+        runtime.block_on(run(service, settings, plan, options))
     }
 }
 
-/// Runs the plan, then tears down on a fresh context whatever happened, then reports.
-async fn run(
-    service: &str,
-    settings: Settings,
-    plan: Plan,
+/// How a run schedules its plan and what it does after.
+struct RunOptions {
     strategy: phases::Strategy,
     jobs: usize,
+    /// Keep the cluster or namespace.
     keep: bool,
+    /// Fail when the spec arguments matched no spec.
     require_specs: bool,
-) -> anyhow::Result<ExitCode> {
+    /// After a successful run, how many images per repository the engine keeps.
+    keep_images: Option<usize>,
+}
+
+/// Runs the plan, then tears down on a fresh context whatever happened, then reports.
+async fn run(service: &str, settings: Settings, plan: Plan, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions { strategy, jobs, keep, require_specs, keep_images } = options;
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
     tokio::spawn(async move {
@@ -184,7 +203,14 @@ async fn run(
     report.write(&settings.run_dir)?;
     let (specs, specs_run) = specs_results(&settings, &plan, &record, service).unzip();
     let started = Instant::now();
-    let teardown = teardown(&settings, &executor, !record.succeeded(), keep).await;
+    let mut teardown = teardown(&settings, &executor, !record.succeeded(), keep).await;
+    if let (Some(n), true, Ok(lines)) = (keep_images, record.succeeded(), &mut teardown) {
+        lines.push(match prune::prune(settings.engine, &executor.images(), n) {
+            Ok(removed) if removed.is_empty() => format!("no image to prune (keeping the newest {n} per repository)"),
+            Ok(removed) => format!("pruned {} older image(s), keeping the newest {n} per repository", removed.len()),
+            Err(err) => format!("could not prune old images: {err:#}"),
+        });
+    }
     eprint!("{}", report.terminal());
     if let Some(line) = specs {
         eprintln!("  {line}");

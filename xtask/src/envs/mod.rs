@@ -222,7 +222,12 @@ impl Settings {
 
     /// The image of a service; the tag is the content hash of its inputs, known once it is built.
     pub fn image(&self, bin: &str) -> String {
-        format!("{}/{bin}:${{{}}}", self.image_repo, tag_var(bin))
+        self.image_tagged(bin, &format!("${{{}}}", tag_var(bin)))
+    }
+
+    /// The image of a service with a known tag.
+    pub fn image_tagged(&self, bin: &str, tag: &str) -> String {
+        format!("{}/{bin}:{tag}", self.image_repo)
     }
 
     /// What identifies the environment the specs run against: the same inputs passing against
