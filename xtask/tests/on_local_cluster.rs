@@ -65,7 +65,8 @@ impl Run {
     }
 }
 
-fn command(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Command {
+fn command<S: AsRef<str>>(args: &[S], dir: &Path, envs: &[(&str, String)]) -> Command {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     // The report directory goes before the specs' own arguments, if any.
     let (flags, spec_args) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
@@ -85,7 +86,7 @@ fn finish(output: std::process::Output, dir: &Path) -> Run {
     Run { code: output.status.code(), stderr, report, dir: dir.to_owned() }
 }
 
-fn xtask(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> Run {
+fn xtask<S: AsRef<str>>(args: &[S], dir: &Path, envs: &[(&str, String)]) -> Run {
     let output = command(args, dir, envs).output().unwrap();
     finish(output, dir)
 }
@@ -98,15 +99,13 @@ fn cluster_images() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-fn existing(_: &Path) -> Vec<String> {
-    vec![
-        "--cluster".into(),
-        "existing".into(),
-        "--kubeconfig".into(),
-        kubeconfig(),
-        "--image-delivery".into(),
-        "none".into(),
-    ]
+/// `args` (`e2e <service> ...`, maybe `-- <spec args>`) against the local cluster as an
+/// existing cluster.
+fn on_existing(args: &[&str]) -> Vec<String> {
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let kubeconfig = kubeconfig();
+    let existing = ["--cluster", "existing", "--kubeconfig", &kubeconfig, "--image-delivery", "none"];
+    args[..split].iter().chain(&existing).chain(&args[split..]).map(|a| a.to_string()).collect()
 }
 
 fn namespace_exists(ns: &str) -> bool {
@@ -199,9 +198,7 @@ fn container<'a>(docs: &'a mut [Value], name: &str) -> &'a mut Value {
 fn on_local_cluster_a_failing_image_build_stops_the_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("build");
-    let mut args = vec!["e2e", "datastorage"];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage"]);
     let mut envs = cluster_images();
     envs.retain(|(k, _)| *k != "REMEDY_IMAGE_BASE");
     envs.push(("REMEDY_IMAGE_BASE", "remedy.invalid/no-such-base:0".into()));
@@ -223,9 +220,7 @@ fn on_local_cluster_a_crash_looping_service_fails_fast_with_its_logs() {
         c["command"] = serde_json::json!(["sh", "-c", "echo crashing on purpose; exit 3"]);
         c["args"] = Value::Null;
     });
-    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()]);
     let started = Instant::now();
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "datastorage", "CrashLoopBackOff");
@@ -248,9 +243,7 @@ fn on_local_cluster_a_failing_migration_fails_its_task() {
         c["command"] = serde_json::json!(["sh", "-c", "echo migration broken on purpose; exit 1"]);
         c["args"] = Value::Null;
     });
-    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()]);
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "migrations", "job/datastorage-migrate");
     assert_eq!(run.task("datastorage")["status"], "not_started");
@@ -266,9 +259,7 @@ fn on_local_cluster_a_rollout_that_never_gets_ready_times_out() {
         let c = container(docs, "datastorage");
         c["readinessProbe"] = serde_json::json!({"exec": {"command": ["false"]}, "periodSeconds": 2});
     });
-    let mut args = vec!["e2e", "datastorage", "--wait-timeout", "20", "--manifests", manifests.to_str().unwrap()];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage", "--wait-timeout", "20", "--manifests", manifests.to_str().unwrap()]);
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "datastorage", "not ready after 20s");
     assert_clean(&run, "datastorage");
@@ -282,9 +273,7 @@ fn on_local_cluster_a_malformed_manifest_is_named() {
     let manifests = scratch.0.join("manifests");
     copy_dir(&root().join("test/manifests"), &manifests);
     std::fs::write(manifests.join("postgresql.yaml"), "apiVersion: v1\nkind: [unclosed\n").unwrap();
-    let mut args = vec!["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()]);
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_failed_with(&run, "postgresql", "malformed manifest");
     assert_clean(&run, "datastorage");
@@ -295,10 +284,7 @@ fn on_local_cluster_a_malformed_manifest_is_named() {
 fn on_local_cluster_a_spec_filter_that_matches_nothing_fails() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("filter");
-    let mut args = vec!["e2e", "datastorage"];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
-    args.extend(["--skip-unchanged-tests", "--", "no_spec_is_named_this"]);
+    let args = on_existing(&["e2e", "datastorage", "--skip-unchanged-tests", "--", "no_spec_is_named_this"]);
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(run.task("specs")["status"], "ok", "the harness ran, matching nothing");
@@ -335,9 +321,7 @@ fn on_local_cluster_older_images_are_pruned_after_a_successful_run() {
         // Creation times have a resolution of a second.
         std::thread::sleep(Duration::from_millis(1100));
     }
-    let mut args = vec!["e2e", "datastorage"];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage"]);
     let run = xtask(&args, &scratch.0.join("run"), &cluster_images());
     let present: Vec<bool> = fakes.iter().map(|image| image_exists(image)).collect();
     for image in &fakes {
@@ -356,9 +340,7 @@ fn on_local_cluster_older_images_are_pruned_after_a_successful_run() {
 fn on_local_cluster_sigint_during_deploy_cancels_and_cleans_up() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("sigint");
-    let mut args = vec!["e2e", "datastorage"];
-    let extra = existing(&scratch.0);
-    args.extend(extra.iter().map(String::as_str));
+    let args = on_existing(&["e2e", "datastorage"]);
     let child =
         command(&args, &scratch.0, &cluster_images()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // The deploy phase has begun once PostgreSQL's task writes its log.

@@ -24,6 +24,14 @@ fn event(env: &Env, correlation: &str) -> AuditEvent {
     }
 }
 
+/// Stores a new event under a fresh correlation id.
+async fn store_new(env: &Env, base: &str) -> AuditEvent {
+    let sent = event(env, &env.unique("corr"));
+    let response = http().post(format!("{base}/api/v1/audit/events")).json(&sent).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    sent
+}
+
 async fn query(base: &str, correlation: &str) -> Vec<AuditEvent> {
     let body: Value = http()
         .get(format!("{base}/api/v1/audit/events"))
@@ -50,11 +58,8 @@ async fn health_and_readiness_answer() {
 async fn a_stored_event_is_found_by_its_correlation_id() {
     let env = Env::get();
     let base = env.url("datastorage");
-    let correlation = env.unique("corr");
-    let sent = event(&env, &correlation);
-    let response = http().post(format!("{base}/api/v1/audit/events")).json(&sent).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let found = query(&base, &correlation).await;
+    let sent = store_new(&env, &base).await;
+    let found = query(&base, &sent.correlation_id).await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].event_id, sent.event_id);
     assert_eq!(found[0].data, sent.data);
@@ -134,10 +139,7 @@ async fn the_migration_job_ran_once_and_succeeded() {
 async fn migrating_an_already_migrated_database_keeps_its_data() {
     let env = Env::get();
     let base = env.url("datastorage");
-    let correlation = env.unique("corr");
-    let sent = event(&env, &correlation);
-    let response = http().post(format!("{base}/api/v1/audit/events")).json(&sent).send().await.unwrap();
-    assert_eq!(response.status(), 201);
+    let sent = store_new(&env, &base).await;
 
     let jobs: Api<Job> = Api::namespaced(env.client().await, &env.namespace);
     let first = jobs.get("datastorage-migrate").await.unwrap();
@@ -163,7 +165,7 @@ async fn migrating_an_already_migrated_database_keeps_its_data() {
     jobs.delete(&name, &background).await.unwrap();
     assert_eq!((status.succeeded, status.failed.unwrap_or(0)), (Some(1), 0), "the second migration failed");
 
-    let found = query(&base, &correlation).await;
+    let found = query(&base, &sent.correlation_id).await;
     assert_eq!(found.iter().map(|e| &e.event_id).collect::<Vec<_>>(), [&sent.event_id], "events lost by migrating");
     let ready = http().get(format!("{base}/readyz")).send().await.unwrap().status();
     assert_eq!(ready, 200);
