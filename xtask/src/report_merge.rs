@@ -167,18 +167,22 @@ impl Summary {
         }
         let [passed, failed, ignored] = counts_text(Some(self.totals()));
         line(["all", self.outcome(), "", "", "", &passed, &failed, &ignored, ""]);
-        for run in &self.runs {
-            if let Some(failure) = &run.failure {
-                let _ = writeln!(out, "{}: {failure}", run.service);
-            }
-            for name in run.failed_specs() {
-                let _ = writeln!(out, "{}: spec failed: {name}", run.service);
-            }
-        }
-        for service in &self.missing {
-            let _ = writeln!(out, "{service}: {MISSING}");
+        for failure in self.failures() {
+            let _ = writeln!(out, "{failure}");
         }
         out
+    }
+
+    /// What went wrong, a line each as `service: what`: each run's failure summary and failed
+    /// specs, then each missing service.
+    fn failures(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for run in &self.runs {
+            lines.extend(run.failure.iter().map(|failure| format!("{}: {failure}", run.service)));
+            lines.extend(run.failed_specs().map(|name| format!("{}: spec failed: {name}", run.service)));
+        }
+        lines.extend(self.missing.iter().map(|service| format!("{service}: {MISSING}")));
+        lines
     }
 
     pub fn markdown(&self) -> String {
@@ -208,20 +212,11 @@ impl Summary {
         let [passed, failed, ignored] = counts_text(Some(self.totals()));
         let _ = writeln!(out, "| **all** | **{}** | | | | {passed} | {failed} | {ignored} | |\n", self.outcome());
         let _ = writeln!(out, "Setup is the makespan minus the specs' time; teardown is not counted.\n");
-        let failed: Vec<_> =
-            self.runs.iter().filter(|run| run.failure.is_some() || run.failed_specs().next().is_some()).collect();
-        if !failed.is_empty() || !self.missing.is_empty() {
+        let failures = self.failures();
+        if !failures.is_empty() {
             let _ = writeln!(out, "## Failures\n");
-            for run in failed {
-                if let Some(failure) = &run.failure {
-                    let _ = writeln!(out, "- {}: {failure}", run.service);
-                }
-                for name in run.failed_specs() {
-                    let _ = writeln!(out, "- {}: spec `{name}` failed", run.service);
-                }
-            }
-            for service in &self.missing {
-                let _ = writeln!(out, "- {service}: {MISSING}");
+            for failure in failures {
+                let _ = writeln!(out, "- {failure}");
             }
             let _ = writeln!(out);
         }
