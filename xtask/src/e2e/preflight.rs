@@ -191,6 +191,14 @@ mod tests {
         assert!(err.starts_with(&format!("host port {port} is in use by ")), "{err}");
         assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(listener);
-        assert!(port_free(port).is_ok());
+        // Another process may hold the freed ephemeral port for a moment (seen once in a full
+        // run of the unit tests); it is ours no longer.
+        let freed = (0..20).any(|_| {
+            port_free(port).is_ok() || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                false
+            }
+        });
+        assert!(freed, "port {port} still in use after its listener was dropped");
     }
 }
