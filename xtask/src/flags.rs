@@ -1,10 +1,11 @@
 //! The command line: every subcommand and flag, with `--help` examples.
 
 use camino::Utf8PathBuf;
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::envs::Service;
+use crate::builders::Engine;
+use crate::catalog::{Service, catalog};
 use crate::phases::Strategy;
 
 /// Build automation for the Remedy workspace.
@@ -66,7 +67,7 @@ pub struct ReportMerge {
         long,
         value_name = "SERVICE",
         value_delimiter = ',',
-        value_parser = PossibleValuesParser::new(SELECTIONS).map(|s| Selection::parse(&s))
+        value_parser = selection()
     )]
     pub expect: Vec<Selection>,
 }
@@ -195,15 +196,15 @@ Examples:
                                                   deploy into a fresh namespace of an existing cluster
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
                                                   push the images to a registry the cluster pulls from
-  cargo xtask e2e all                             the five environments in one Kind cluster, a table at the end")]
+  cargo xtask e2e all                             every environment in one Kind cluster, a table at the end")]
 pub struct E2e {
-    /// The service whose environment and specs to run, or `all` for the five, each in its own
+    /// The service whose environment and specs to run, or `all` for every one, each in its own
     /// namespace of one shared cluster.
-    #[arg(value_parser = PossibleValuesParser::new(SELECTIONS).map(|s| Selection::parse(&s)))]
+    #[arg(value_parser = selection())]
     pub service: Selection,
 
     /// With `all`: how many environments come up at once.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=5))]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
 
     /// Print the task graph, the commands each task runs and the critical path; run nothing.
@@ -255,12 +256,9 @@ pub struct E2e {
     #[arg(long, value_name = "PATH", required_if_eq("cluster", "existing"))]
     pub kubeconfig: Option<Utf8PathBuf>,
 
-    /// How images reach an existing cluster: already in its runtime, or pushed to a registry.
-    #[arg(long, value_enum, default_value_t = ImageDelivery::Auto)]
-    pub image_delivery: ImageDelivery,
-
     /// Push the images to this registry (`host[:port][/path]`) as `<registry>/remedy/<bin>:<hash>`
-    /// and let the cluster pull them; implies --image-delivery registry (--cluster existing only).
+    /// and let the cluster pull them (--cluster existing only). Without it an existing cluster's
+    /// runtime must already see the engine's images (a single-node cluster on this machine).
     #[arg(long, value_name = "REGISTRY")]
     pub registry: Option<String>,
 
@@ -288,10 +286,10 @@ pub struct E2e {
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<Utf8PathBuf>,
 
-    /// A spec filter matching nothing in this suite is not an error (`e2e all` sets it for its
-    /// runs and fails only when no suite matched).
-    #[arg(long, hide = true)]
-    pub allow_no_specs: bool,
+    /// Run with the settings `e2e all` resolved for this run, written to FILE; every other flag
+    /// is then ignored.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub settings: Option<Utf8PathBuf>,
 }
 
 /// How many images per repository `e2e` keeps after a successful run; `None` keeps all.
@@ -308,62 +306,32 @@ fn parse_keep_images(value: &str) -> Result<KeepImages, String> {
     }
 }
 
-const SELECTIONS: [&str; 6] =
-    ["gateway", "signalprocessing", "datastorage", "remediationorchestrator", "workflowexecution", "all"];
-
 /// What `cargo xtask e2e` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Selection {
-    One(Service),
+    One(&'static Service),
     All,
 }
 
 impl Selection {
-    /// The services selected: one, or all five.
-    pub fn services(self) -> Vec<Service> {
+    /// The services selected: one, or every one.
+    pub fn services(self) -> Vec<&'static Service> {
         match self {
             Selection::One(service) => vec![service],
-            Selection::All => Service::value_variants().to_vec(),
-        }
-    }
-
-    fn parse(name: &str) -> Selection {
-        match Service::from_str(name, false) {
-            Ok(service) => Selection::One(service),
-            Err(_) => Selection::All,
+            Selection::All => catalog().services().iter().collect(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Engine {
-    Docker,
-    Podman,
+/// A service's name, or `all`.
+fn selection() -> impl TypedValueParser<Value = Selection> {
+    let services = catalog().services().iter().map(|s| PossibleValue::new(s.name.as_str()).help(s.about.as_str()));
+    let values: Vec<PossibleValue> = services.chain([PossibleValue::new("all").help("every one of them")]).collect();
+    PossibleValuesParser::new(values).map(|name| catalog().get(&name).map_or(Selection::All, Selection::One))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClusterMode {
     Kind,
     Existing,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImageDelivery {
-    /// `kind load image-archive` on Kind, `none` on an existing cluster.
-    Auto,
-    /// Load archives into the Kind node.
-    Kind,
-    /// The cluster's container runtime already has the images.
-    None,
-    /// Push to the registry given with --registry.
-    Registry,
-}
-
-impl Engine {
-    pub fn program(self) -> &'static str {
-        match self {
-            Engine::Docker => "docker",
-            Engine::Podman => "podman",
-        }
-    }
 }

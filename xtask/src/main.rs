@@ -2,7 +2,10 @@
 //!
 //! `main` only parses flags and dispatches; each subcommand is a module with a `run`.
 
+mod backends;
 mod bench;
+mod builders;
+mod catalog;
 mod codegen;
 mod e2e;
 mod envs;
@@ -88,7 +91,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
     match subcommand {
         Some(subcommand) => eprintln!("error: {first} (see `cargo xtask {subcommand} --help`)"),
         None => {
-            let services = envs::Service::names().join(", ");
+            let services = catalog::catalog().names().join(", ");
             eprintln!("error: {first} (services: {services}, or all; see `cargo xtask e2e --help`)");
         }
     }

@@ -9,7 +9,9 @@ use std::io::IsTerminal;
 use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
-use crate::envs::Service;
+use crate::backends::{Cluster, KindCluster, Lifecycle};
+use crate::catalog::catalog;
+use crate::envs::{self, Settings};
 use crate::flags;
 
 impl flags::PrePush {
@@ -45,7 +47,7 @@ impl flags::PrePush {
             std::env::var("REMEDY_PRE_PUSH_E2E").ok().as_deref(),
             cmd!(sh, "git config --type=bool --get remedy.prePushE2e").quiet().ignore_status().read().ok().as_deref(),
         );
-        let checks = Checks::decide(&files, &workspace);
+        let checks = Checks::decide(&files, &workspace, &environments()?);
         for line in checks.explain(e2e) {
             eprintln!("pre-push: {line}");
         }
@@ -261,6 +263,25 @@ impl Workspace {
     }
 }
 
+/// Each service's environment and the files it depends on (`Plan::inputs`), relative to the
+/// workspace root.
+fn environments() -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
+    let root = crate::project_root();
+    let run_dir = root.join("target/e2e/pre-push");
+    catalog()
+        .services()
+        .iter()
+        .map(|service| {
+            let cluster = Cluster::Kind(KindCluster::new("remedy-pre-push".into(), Lifecycle::Reused, &run_dir)?);
+            let settings = Settings::defaults(&service.name, "pre-push", &run_dir, cluster);
+            let plan =
+                envs::plan(service, &settings).with_context(|| format!("pre-push: the {} plan", service.name))?;
+            let inputs = plan.inputs().iter().map(|p| p.strip_prefix(root).unwrap_or(p).to_string()).collect();
+            Ok((service.name.as_str(), inputs))
+        })
+        .collect()
+}
+
 /// What a push gets checked with, and why.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Checks {
@@ -286,7 +307,7 @@ fn changed(files: &[&str]) -> String {
 }
 
 impl Checks {
-    fn decide(files: &[String], workspace: &Workspace) -> Checks {
+    fn decide(files: &[String], workspace: &Workspace, environments: &[(&'static str, Vec<String>)]) -> Checks {
         let files: Vec<&str> = files.iter().map(String::as_str).filter(|f| !is_doc(f)).collect();
         let mut checks = Checks::default();
         let fmt: Vec<&str> = files.iter().copied().filter(|f| needs_fmt(f)).collect();
@@ -327,7 +348,7 @@ impl Checks {
                 }
             }
         }
-        checks.services = services(&files, &checks.crates);
+        checks.services = services(&files, environments);
         checks
     }
 
@@ -380,7 +401,7 @@ impl Checks {
             };
             commands.push([args("clippy"), packages.clone(), args("--all-targets --locked -- -D warnings")].concat());
             if self.crates.contains_key(E2E_CRATE) {
-                let suites = Service::names().into_iter().flat_map(|s| ["--test".to_owned(), s.to_owned()]);
+                let suites = catalog().names().into_iter().flat_map(|s| ["--test".to_owned(), s.to_owned()]);
                 let suites: Vec<String> = suites.collect();
                 commands.push([args("clippy --locked -p"), args(E2E_CRATE), suites, args("-- -D warnings")].concat());
             }
@@ -395,24 +416,20 @@ impl Checks {
     }
 }
 
-/// The services whose E2E runs a change applies to: the service's crate is affected (so every
-/// one when remedy-api changes), or its manifests, its suite or its environment changed.
-fn services(files: &[&str], crates: &BTreeMap<String, String>) -> BTreeMap<&'static str, String> {
+/// The services whose E2E runs a change applies to: those whose environment depends on a
+/// changed file (its binaries' crates and the crates those depend on, its manifests, its
+/// specs), each with why.
+fn services(files: &[&str], environments: &[(&'static str, Vec<String>)]) -> BTreeMap<&'static str, String> {
     let mut services = BTreeMap::new();
-    for service in Service::names() {
-        if let Some(why) = crates.get(service) {
-            services.insert(service, why.clone());
-            continue;
-        }
-        let own = |f: &&str| {
-            f.strip_prefix("test/manifests/").is_some_and(|m| m.starts_with(service) && m.ends_with(".yaml"))
-                || *f == format!("test/e2e/tests/{service}.rs")
-                || *f == format!("xtask/src/envs/{service}.rs")
-                || f.starts_with("test/e2e/src/")
+    for (service, inputs) in environments {
+        let within = |file: &str| {
+            inputs
+                .iter()
+                .any(|input| file == input || file.strip_prefix(input.as_str()).is_some_and(|r| r.starts_with('/')))
         };
-        let own: Vec<&str> = files.iter().copied().filter(own).collect();
-        if !own.is_empty() {
-            services.insert(service, changed(&own));
+        let touched: Vec<&str> = files.iter().copied().filter(|f| within(f)).collect();
+        if !touched.is_empty() {
+            services.insert(*service, changed(&touched));
         }
     }
     services
@@ -457,7 +474,7 @@ mod tests {
 
     fn decide(files: &[&str]) -> Checks {
         let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
-        Checks::decide(&files, &workspace())
+        Checks::decide(&files, &workspace(), &environments().unwrap())
     }
 
     fn names(map: &BTreeMap<String, String>) -> Vec<&str> {
@@ -555,15 +572,24 @@ mod tests {
     }
 
     #[test]
-    fn services_for_e2e() {
+    fn services_for_e2e_are_those_deploying_what_changed() {
         let services = |files: &[&str]| decide(files).services.into_keys().collect::<Vec<_>>();
+        let every = ["datastorage", "gateway", "remediationorchestrator", "signalprocessing", "workflowexecution"];
         assert_eq!(services(&["services/gateway/src/lib.rs"]), ["gateway"]);
-        assert_eq!(services(&["services/api/src/lib.rs"]), ["datastorage", "gateway"], "every service crate present");
-        assert_eq!(services(&["test/manifests/datastorage-migrate.yaml"]), ["datastorage"]);
+        assert_eq!(
+            services(&["services/signalprocessing/src/classify.rs"]),
+            ["remediationorchestrator", "signalprocessing"]
+        );
+        // Every environment deploys datastorage, with PostgreSQL, and builds on remedy-api.
+        assert_eq!(services(&["services/api/src/lib.rs"]), every);
+        assert_eq!(services(&["services/datastorage/src/db.rs"]), every);
+        assert_eq!(services(&["test/manifests/datastorage-migrate.yaml"]), every);
+        assert_eq!(services(&["test/manifests/postgresql.yaml"]), every);
+        assert_eq!(services(&["test/manifests/redis.yaml"]), ["gateway"]);
         assert_eq!(services(&["test/e2e/tests/signalprocessing.rs"]), ["signalprocessing"]);
-        assert_eq!(services(&["xtask/src/envs/workflowexecution.rs"]), ["workflowexecution"]);
-        assert_eq!(services(&["test/e2e/src/lib.rs"]).len(), Service::names().len());
-        assert!(services(&["xtask/src/main.rs", "test/manifests/redis.yaml"]).is_empty());
+        assert_eq!(services(&["test/e2e/src/lib.rs"]), every);
+        assert!(services(&["xtask/src/main.rs", "services/gateway-old/x.rs"]).is_empty());
+        assert_eq!(decide(&["test/manifests/redis.yaml"]).services["gateway"], "test/manifests/redis.yaml changed");
     }
 
     #[test]

@@ -16,13 +16,14 @@ use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::envs::Service;
+use crate::catalog::Service;
 use crate::envs::ids::SPECS;
 use crate::flags;
 use crate::phases::progress::human;
 
-/// The `report.json` schema this reads (docs/report-schema.md).
-const REPORT_SCHEMA: u64 = 1;
+/// The `report.json` schemas this reads (docs/report-schema.md): 2, and 1 of runs made
+/// before teardown was part of the plan.
+const REPORT_SCHEMAS: [u64; 2] = [1, 2];
 
 /// The layout of `summary.json`.
 const SUMMARY_SCHEMA: u32 = 1;
@@ -42,7 +43,7 @@ impl flags::ReportMerge {
     fn run(self) -> anyhow::Result<ExitCode> {
         let out = self.out.unwrap_or_else(|| crate::project_root().join("target/e2e/merged"));
         let mut summary = summarize(&self.dirs)?;
-        let expected: Vec<Service> = self.expect.iter().flat_map(|s| s.services()).collect();
+        let expected: Vec<&Service> = self.expect.iter().flat_map(|s| s.services()).collect();
         summary.expect(&expected);
         summary.write(&out)?;
         print!("{}", summary.table());
@@ -75,7 +76,7 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Run {
     pub dir: Utf8PathBuf,
-    /// The title without ` end-to-end`, e.g. `gateway`.
+    /// The service whose environment ran, e.g. `gateway`.
     pub service: String,
     pub title: String,
     pub run_id: String,
@@ -84,6 +85,8 @@ pub struct Run {
     /// `failed N of M, ...` when the outcome is not ok.
     pub failure: Option<String>,
     pub makespan: Duration,
+    /// When the last task before teardown ended (the makespan, for schema 1).
+    pub up: Duration,
     /// The specs task's duration; `None` when it never started.
     pub specs_time: Option<Duration>,
     pub critical_path: Vec<String>,
@@ -109,9 +112,9 @@ impl Counts {
 
 impl Summary {
     /// Records which of `services` have no run.
-    pub fn expect(&mut self, services: &[Service]) {
+    pub fn expect(&mut self, services: &[&'static Service]) {
         let mut missing = Vec::new();
-        for name in services.iter().map(|s| s.name()) {
+        for name in services.iter().map(|s| s.name.as_str()) {
             if !missing.contains(&name) && !self.runs.iter().any(|run| run.service == name) {
                 missing.push(name);
             }
@@ -211,7 +214,7 @@ impl Summary {
         }
         let [passed, failed, ignored] = counts_text(Some(self.totals()));
         let _ = writeln!(out, "| **all** | **{}** | | | | {passed} | {failed} | {ignored} | |\n", self.outcome());
-        let _ = writeln!(out, "Setup is the makespan minus the specs' time; teardown is not counted.\n");
+        let _ = writeln!(out, "Setup is the time until the specs ended, minus theirs; total includes teardown.\n");
         let failures = self.failures();
         if !failures.is_empty() {
             let _ = writeln!(out, "## Failures\n");
@@ -300,18 +303,21 @@ impl Run {
         let value: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{path} is not valid JSON"))?;
         let schema = value.get("schema").cloned().unwrap_or_default();
-        if schema.as_u64() != Some(REPORT_SCHEMA) {
-            bail!("{path} has schema {schema}, this xtask reads schema {REPORT_SCHEMA}");
+        if !schema.as_u64().is_some_and(|n| REPORT_SCHEMAS.contains(&n)) {
+            bail!("{path} has schema {schema}, this xtask reads schemas {REPORT_SCHEMAS:?}");
         }
         let report = ReportJson::deserialize(&value).with_context(|| format!("{path} is not an E2E report"))?;
         let makespan = seconds(report.makespan_s).with_context(|| format!("{path}: makespan_s"))?;
+        let up = seconds(report.up_s.unwrap_or(report.makespan_s)).with_context(|| format!("{path}: up_s"))?;
         let specs_time = match report.tasks.iter().find(|t| t.id == SPECS).and_then(|t| t.duration_s) {
             Some(s) => Some(seconds(s).with_context(|| format!("{path}: the specs task's duration_s"))?),
             None => None,
         };
         let junit = dir.join("junit.xml");
         let specs = if junit.is_file() { Some(read_junit(&junit)?) } else { None };
-        let service = report.title.strip_suffix(" end-to-end").unwrap_or(&report.title).to_owned();
+        // Schema 1 had no service: its title was `<service> end-to-end`.
+        let title = &report.title;
+        let service = report.service.unwrap_or_else(|| title.strip_suffix(" end-to-end").unwrap_or(title).to_owned());
         Ok(Run {
             dir: dir.to_owned(),
             service,
@@ -320,15 +326,16 @@ impl Run {
             outcome: report.outcome,
             failure: report.summary,
             makespan,
+            up,
             specs_time,
             critical_path: report.critical_path,
             specs,
         })
     }
 
-    /// The makespan minus the specs' time: bringing the environment up.
+    /// Until the specs ended, minus their time: bringing the environment up.
     pub fn setup(&self) -> Duration {
-        self.makespan.saturating_sub(self.specs_time.unwrap_or_default())
+        self.up.saturating_sub(self.specs_time.unwrap_or_default())
     }
 
     pub fn counts(&self) -> Option<Counts> {
@@ -353,11 +360,13 @@ impl Run {
 /// The fields of `report.json` the summary uses.
 #[derive(Deserialize)]
 struct ReportJson {
+    service: Option<String>,
     title: String,
     run_id: String,
     outcome: String,
     summary: Option<String>,
     makespan_s: f64,
+    up_s: Option<f64>,
     critical_path: Vec<String>,
     tasks: Vec<TaskJson>,
 }
@@ -372,9 +381,10 @@ fn seconds(s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("{s} is not a duration in seconds"))
 }
 
-/// `dir` itself when it has `report.json`, else its subdirectories that have one.
+/// `dir` itself when it has a run's `report.json`, else its subdirectories that have one (as
+/// `e2e all`'s directory does, whose own report is of all the runs).
 fn report_dirs(dir: &Utf8Path) -> anyhow::Result<Vec<Utf8PathBuf>> {
-    if dir.join("report.json").is_file() {
+    if dir.join("report.json").is_file() && !is_all(dir) {
         return Ok(vec![dir.to_owned()]);
     }
     let mut found = Vec::new();
@@ -393,6 +403,12 @@ fn report_dirs(dir: &Utf8Path) -> anyhow::Result<Vec<Utf8PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// Whether `dir/report.json` is `e2e all`'s report of its runs.
+fn is_all(dir: &Utf8Path) -> bool {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|report| report["service"] == "all")
 }
 
 /// Every `<testcase>` in a JUnit file, whatever suites hold them.
@@ -558,6 +574,26 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_2_report_names_its_service_and_when_teardown_began() {
+        let dir = scratch("schema2");
+        let run = run_dir(&dir, "gateway", "ok", 93.5, 31.5, GATEWAY);
+        let mut report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+        report["schema"] = json!(2);
+        report["service"] = json!("gateway");
+        report["title"] = json!("a title that is not the service's");
+        report["up_s"] = json!(90.5);
+        std::fs::write(run.join("report.json"), report.to_string()).unwrap();
+        // The directory of `e2e all`, whose own report is of every run, holds runs.
+        std::fs::write(dir.join("report.json"), json!({"schema": 2, "service": "all"}).to_string()).unwrap();
+        let summary = merge(&dir).unwrap();
+        assert_eq!(summary.runs.len(), 1);
+        assert_eq!(summary.runs[0].service, "gateway");
+        assert_eq!(summary.runs[0].setup(), Duration::from_secs(59), "90.5 s up, 31.5 s of specs");
+        assert_eq!(summary.runs[0].makespan, Duration::from_secs_f64(93.5), "the total has teardown");
+    }
+
+    #[test]
     fn prints_one_table_across_services() {
         let dir = artifacts("table");
         let table = merge(&dir).unwrap().table();
@@ -596,7 +632,9 @@ datastorage: spec failed: a_repeated_event_id_is_stored_once
         run_dir(&dir, "gateway", "ok", 93.5, 31.5, GATEWAY);
         let mut summary = merge(&dir).unwrap();
         assert!(summary.ok());
-        summary.expect(&[Service::Gateway, Service::Datastorage, Service::Gateway, Service::Datastorage]);
+        let [gateway, datastorage] =
+            ["gateway", "datastorage"].map(|name| crate::catalog::catalog().get(name).unwrap());
+        summary.expect(&[gateway, datastorage, gateway, datastorage]);
         assert_eq!(summary.missing, ["datastorage"]);
         assert!(!summary.ok());
         let table = summary.table();
@@ -616,7 +654,7 @@ datastorage: spec failed: a_repeated_event_id_is_stored_once
             summary.missing,
             ["signalprocessing", "datastorage", "remediationorchestrator", "workflowexecution"]
         );
-        summary.expect(&[Service::Gateway]);
+        summary.expect(&[gateway]);
         assert!(summary.missing.is_empty() && summary.ok());
     }
 
@@ -634,8 +672,8 @@ datastorage: spec failed: a_repeated_event_id_is_stored_once
         let err = error(&dir);
         assert!(err.starts_with(&format!("{report} is not an E2E report: missing field")), "{err}");
 
-        std::fs::write(&report, r#"{"schema": 2}"#).unwrap();
-        assert_eq!(error(&dir), format!("{report} has schema 2, this xtask reads schema 1"));
+        std::fs::write(&report, r#"{"schema": 3}"#).unwrap();
+        assert_eq!(error(&dir), format!("{report} has schema 3, this xtask reads schemas [1, 2]"));
 
         std::fs::remove_file(&report).unwrap();
         assert_eq!(error(&dir), format!("{report} is missing (there is a junit.xml)"));

@@ -8,12 +8,9 @@ use std::time::Instant;
 use anyhow::Context;
 use xshell::{Shell, cmd};
 
+use crate::catalog::catalog;
 use crate::flags;
 use crate::phases::progress::human;
-
-/// The services whose environments CI brings up on the local cluster.
-const E2E_SERVICES: [&str; 5] =
-    ["datastorage", "gateway", "signalprocessing", "remediationorchestrator", "workflowexecution"];
 
 impl flags::Test {
     pub fn run(self) -> anyhow::Result<ExitCode> {
@@ -34,7 +31,8 @@ impl flags::Test {
         step("cargo clippy", &mut || {
             cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
             // The E2E suites are left out of `--all-targets` (they only run against an environment).
-            let suites: Vec<String> = E2E_SERVICES.iter().flat_map(|s| ["--test".to_owned(), s.to_string()]).collect();
+            let suites: Vec<String> =
+                catalog().names().iter().flat_map(|s| ["--test".to_owned(), s.to_string()]).collect();
             Ok(cmd!(sh, "cargo clippy --locked --package remedy-e2e {suites...} -- -D warnings").run()?)
         });
 
@@ -47,10 +45,10 @@ impl flags::Test {
         if !self.no_e2e {
             let cluster = Infra::up(&sh, "test/local-cluster/cluster.sh", self.keep_up)?;
             let kubeconfig = cluster.var("REMEDY_KUBECONFIG")?;
-            for service in E2E_SERVICES {
+            for service in catalog().names() {
                 step(&format!("e2e {service} on the local cluster"), &mut || {
                     // Through cargo: the tests above may have rebuilt this very binary.
-                    let args = ["--cluster", "existing", "--kubeconfig", &kubeconfig, "--image-delivery", "none"];
+                    let args = ["--cluster", "existing", "--kubeconfig", &kubeconfig];
                     Ok(cmd!(sh, "cargo run --quiet --locked --package xtask -- e2e {service} {args...}")
                         .envs(cluster.env.clone())
                         .run()?)

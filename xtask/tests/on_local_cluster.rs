@@ -104,7 +104,7 @@ fn cluster_images() -> Vec<(&'static str, String)> {
 fn on_existing(args: &[&str]) -> Vec<String> {
     let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
     let kubeconfig = kubeconfig();
-    let existing = ["--cluster", "existing", "--kubeconfig", &kubeconfig, "--image-delivery", "none"];
+    let existing = ["--cluster", "existing", "--kubeconfig", &kubeconfig];
     args[..split].iter().chain(&existing).chain(&args[split..]).map(|a| a.to_string()).collect()
 }
 
@@ -267,16 +267,22 @@ fn on_local_cluster_a_rollout_that_never_gets_ready_times_out() {
 
 #[test]
 #[ignore = "needs the local cluster: run by cargo xtask test"]
-fn on_local_cluster_a_malformed_manifest_is_named() {
+fn on_local_cluster_a_malformed_manifest_is_named_before_any_work() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("malformed");
     let manifests = scratch.0.join("manifests");
     copy_dir(&root().join("test/manifests"), &manifests);
-    std::fs::write(manifests.join("postgresql.yaml"), "apiVersion: v1\nkind: [unclosed\n").unwrap();
+    let broken = manifests.join("postgresql.yaml");
+    std::fs::write(&broken, "apiVersion: v1\nkind: [unclosed\n").unwrap();
+    let dir = scratch.0.join("run");
     let args = on_existing(&["e2e", "datastorage", "--manifests", manifests.to_str().unwrap()]);
-    let run = xtask(&args, &scratch.0, &cluster_images());
-    assert_failed_with(&run, "postgresql", "malformed manifest");
-    assert_clean(&run, "datastorage");
+    let run = xtask(&args, &dir, &cluster_images());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].starts_with(&format!("error: malformed manifest {}: ", broken.display())), "{}", run.stderr);
+    // The plan is made before anything else: no report, no task log, so no namespace either.
+    assert!(!dir.exists(), "the run left {}", dir.display());
 }
 
 #[test]

@@ -64,9 +64,13 @@ impl Executor for BenchExecutor {
                     let cmd = cmd.clone().env("PATH", &self.path).env(SLEEP_VAR, &share);
                     run_command(&cmd, &cx.log, &cx.cancel)?;
                 }
-                // A cold run: nothing is cached, and no file needs hashing or copying.
+                // A cold run: nothing is cached, and no file needs hashing, copying or writing.
                 Step::Tag { .. }
+                | Step::Set { .. }
                 | Step::Copy { .. }
+                | Step::Write { .. }
+                | Step::Remove { .. }
+                | Step::Prune { .. }
                 | Step::SkipIf(_)
                 | Step::SkipIfStamped { .. }
                 | Step::Stamp { .. } => {}
@@ -84,6 +88,7 @@ impl Executor for BenchExecutor {
                     log_line(&cx.log, &format!("kube: {op} (simulated: {:.3}s)", share.as_secs_f64()))?;
                     tokio::time::sleep(share).await;
                 }
+                Step::Set { .. } => {}
                 other => bail!("{}: step `{other}` does not belong in an API task", task.id),
             }
         }

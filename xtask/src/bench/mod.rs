@@ -14,7 +14,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::flags;
-use crate::phases::{self, progress::Plain};
+use crate::phases::{self, Schedule, progress::Plain};
 use executor::BenchExecutor;
 use profile::Profile;
 use summary::{STRATEGIES, Summary};
@@ -77,14 +77,14 @@ fn bench(
         std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {logs}"))?;
         let mut quiet = Plain { out: Box::new(std::io::sink()) };
         let cancel = CancellationToken::new();
-        let record =
-            runtime.block_on(phases::run(plan.clone(), executor.clone(), strategy, jobs, &logs, &mut quiet, cancel));
+        let schedule = Schedule::new(strategy, jobs);
+        let record = runtime.block_on(phases::run(plan.clone(), executor.clone(), schedule, &logs, &mut quiet, cancel));
         if let Some(summary) = record.failure_summary() {
             let first = plan.tasks().iter().zip(&record.tasks).find_map(|(t, r)| Some((t, r.error.as_ref()?)));
             let cause = first.map(|(t, e)| format!(": {}: {e}", t.id)).unwrap_or_default();
             bail!("round {} ({}) failed: {summary}{cause} (logs in {logs})", n + 1, strategy.name());
         }
-        eprintln!("round {} of {total}: {:<10} {:.3}s", n + 1, strategy.name(), record.makespan.as_secs_f64());
+        eprintln!("round {} of {total}: {:<10} {:.3}s", n + 1, strategy.name(), record.up.as_secs_f64());
         runs.push(record);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -96,7 +96,7 @@ fn bench(
             format!(
                 "{} ({} on {}, {})",
                 shown(&profile.path),
-                profile.service.name(),
+                profile.service.name,
                 backend(&profile),
                 profile.engine.program()
             ),

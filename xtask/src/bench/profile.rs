@@ -8,15 +8,18 @@ use camino::{Utf8Path, Utf8PathBuf};
 use clap::ValueEnum;
 use serde::Deserialize;
 
-use crate::envs::{Delivery, Service, Settings, Target};
-use crate::flags::{ClusterMode, Engine};
+use crate::backends::{Cluster, ExistingCluster, KindCluster, Lifecycle};
+use crate::builders::Engine;
+use crate::catalog::{Service, catalog};
+use crate::envs::{self, Settings};
+use crate::flags::ClusterMode;
 use crate::phases::Plan;
 
 /// A parsed profile. Durations are seconds of the original run.
 #[derive(Debug)]
 pub struct Profile {
     pub path: Utf8PathBuf,
-    pub service: Service,
+    pub service: &'static Service,
     pub backend: ClusterMode,
     pub engine: Engine,
     pub tasks: BTreeMap<String, f64>,
@@ -57,8 +60,12 @@ impl Profile {
             let message = err.message().trim().replace('\n', " ");
             format_err!("malformed profile {path}:{at} {message} (see test/bench/profiles/seed-gateway.toml)")
         })?;
-        let service = Service::from_str(&raw.service, false).map_err(|_| {
-            format_err!("profile {path}: unknown service `{}`; use one of {}", raw.service, Service::names().join(", "))
+        let service = catalog().get(&raw.service).ok_or_else(|| {
+            format_err!(
+                "profile {path}: unknown service `{}`; use one of {}",
+                raw.service,
+                catalog().names().join(", ")
+            )
         })?;
         let backend = match raw.backend.as_deref() {
             None => ClusterMode::Kind,
@@ -81,35 +88,34 @@ impl Profile {
     /// The service's real plan as `cargo xtask e2e` would build it on this backend, with the
     /// real manifests; `run_dir` only appears in the commands' arguments.
     pub fn real_plan(&self, run_dir: &Utf8Path) -> anyhow::Result<Plan> {
-        let (target, delivery) = match self.backend {
-            ClusterMode::Kind => (Target::Kind { name: "remedy-bench".into(), reuse: false }, Delivery::KindLoad),
-            ClusterMode::Existing => (Target::Existing { kubeconfig: run_dir.join("kubeconfig") }, Delivery::None),
+        let cluster = match self.backend {
+            ClusterMode::Kind => {
+                Cluster::Kind(KindCluster::new("remedy-bench".into(), Lifecycle::Fresh { keep: false }, run_dir)?)
+            }
+            ClusterMode::Existing => Cluster::Existing(ExistingCluster {
+                kubeconfig: run_dir.join("kubeconfig"),
+                registry: None,
+                keep: false,
+            }),
         };
-        let settings = Settings {
-            run_id: "bench".into(),
-            run_dir: run_dir.to_owned(),
-            engine: self.engine,
-            target,
-            delivery,
-            namespace: "remedy-bench".into(),
-            image_repo: "localhost/remedy".into(),
-            base_image: "debian:bookworm-slim".into(),
-            manifests: crate::project_root().join("test/manifests"),
-            wait_timeout: Duration::from_secs(180),
-            skip_unchanged_tests: false,
-            spec_args: Vec::new(),
-            builds_after_cluster: false,
-        };
-        self.service.plan(&settings)
+        let mut settings = Settings::defaults(&self.service.name, "bench", run_dir, cluster);
+        settings.namespace = "remedy-bench".into();
+        settings.engine = self.engine;
+        envs::plan(self.service, &settings)
     }
 
     /// `plan` with each task's estimate set to its profile duration scaled by `scale` (seconds
-    /// per profile minute). Every task of the plan needs a duration, and every duration a task.
+    /// per profile minute). Every task before teardown needs a duration; a teardown task
+    /// without one takes none (the seed has no teardown timings). Every duration needs a task.
     pub fn apply(&self, plan: &Plan, scale: f64) -> anyhow::Result<Plan> {
-        let (path, service) = (&self.path, self.service.name());
+        let (path, service) = (&self.path, &self.service.name);
         let ids: Vec<&str> = plan.tasks().iter().map(|t| t.id.as_str()).collect();
-        let missing: Vec<String> =
-            ids.iter().filter(|id| !self.tasks.contains_key(**id)).map(|id| format!("`{id}`")).collect();
+        let missing: Vec<String> = plan
+            .tasks()
+            .iter()
+            .filter(|t| !t.is_teardown() && !self.tasks.contains_key(&t.id))
+            .map(|t| format!("`{}`", t.id))
+            .collect();
         if !missing.is_empty() {
             bail!(
                 "profile {path}: no duration for {} of the {service} plan; add {} under [tasks] in seconds",
@@ -128,7 +134,8 @@ impl Profile {
             .iter()
             .map(|task| {
                 let mut task = task.clone();
-                task.estimate = Duration::from_secs_f64(self.tasks[&task.id] * scale / 60.0);
+                let secs = self.tasks.get(&task.id).copied().unwrap_or_default();
+                task.estimate = Duration::from_secs_f64(secs * scale / 60.0);
                 task
             })
             .collect();
@@ -166,9 +173,9 @@ mod tests {
     #[test]
     fn the_seed_profile_covers_the_gateway_plan_and_sums_to_the_seed() {
         let profile = seed();
-        assert_eq!(profile.service, Service::Gateway);
+        assert_eq!(profile.service.name, "gateway");
         let plan = applied(&profile).unwrap();
-        assert_eq!(plan.len(), 15);
+        assert_eq!(plan.tasks().iter().filter(|t| !t.is_teardown()).count(), 15);
         // Scale 60: one second per second. The seed's sequential baseline is 7.6 min.
         assert_eq!(plan.sum_of_estimates(), Duration::from_secs(456));
         assert!(profile.targets.max_dag_over_critical_path.is_some());

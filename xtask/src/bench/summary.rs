@@ -84,7 +84,8 @@ impl Summary {
             .iter()
             .map(|&strategy| {
                 let runs: Vec<&RunRecord> = runs.iter().filter(|r| r.strategy == strategy).collect();
-                let makespans: Vec<Duration> = runs.iter().map(|r| r.makespan).collect();
+                // The setup and the specs, as the profile's timings are: teardown comes after.
+                let makespans: Vec<Duration> = runs.iter().map(|r| r.up).collect();
                 let (mut dispatch, mut execution) = (Vec::new(), Vec::new());
                 for run in &runs {
                     let ready = ready_times(plan, run);
@@ -130,7 +131,7 @@ impl Summary {
                         })
                     })
                     .collect();
-                json!({"round": n + 1, "strategy": run.strategy, "makespan_s": secs(Some(run.makespan)), "tasks": tasks})
+                json!({"round": n + 1, "strategy": run.strategy, "makespan_s": secs(Some(run.up)), "tasks": tasks})
             })
             .collect();
         let critical = chain.iter().map(|&i| plan.tasks()[i].id.clone()).collect();
@@ -282,7 +283,8 @@ pub fn checks(sequential: Duration, phased: Duration, dag: Duration, critical: D
 }
 
 /// For each task of a run, the moment it could have started: when its dependencies had ended
-/// and, under phased, every earlier stage; under sequential, the task before it. A build task
+/// and, under phased, every earlier stage; under sequential, the task before it; for teardown,
+/// every other task. A build task
 /// that found all `jobs` build slots taken could start when the slot it got was freed.
 pub fn ready_times(plan: &Plan, run: &RunRecord) -> Vec<Option<Duration>> {
     let (tasks, records) = (plan.tasks(), &run.tasks);
@@ -293,6 +295,10 @@ pub fn ready_times(plan: &Plan, run: &RunRecord) -> Vec<Option<Duration>> {
                 (0..plan.len()).filter(|&j| j != i && pick(j)).filter_map(|j| records[j].end).max().unwrap_or_default()
             };
             let mut ready = latest_end(&|j| plan.deps(i).contains(&j));
+            if tasks[i].is_teardown() {
+                // Teardown waits for every other task.
+                ready = ready.max(run.up);
+            }
             ready = ready.max(match run.strategy {
                 Strategy::Dag => Duration::ZERO,
                 Strategy::Phased => latest_end(&|j| tasks[j].stage < tasks[i].stage),
@@ -324,12 +330,13 @@ mod tests {
     }
 
     fn record(start: u64, end: u64) -> TaskRecord {
-        TaskRecord { status: Status::Ok, start: Some(ms(start)), end: Some(ms(end)), error: None, log_tail: Vec::new() }
+        TaskRecord { status: Status::Ok, start: Some(ms(start)), end: Some(ms(end)), ..TaskRecord::default() }
     }
 
     fn run(strategy: Strategy, jobs: usize, tasks: Vec<TaskRecord>) -> RunRecord {
         let makespan = tasks.iter().filter_map(|t| t.end).max().unwrap_or_default();
-        RunRecord { strategy, jobs, started_at: jiff::Timestamp::UNIX_EPOCH, makespan, interrupted: false, tasks }
+        let up = makespan;
+        RunRecord { strategy, jobs, started_at: jiff::Timestamp::UNIX_EPOCH, up, makespan, interrupted: false, tasks }
     }
 
     #[test]
@@ -380,6 +387,19 @@ mod tests {
         assert_eq!(ready_times(&plan, &phased)[2], Some(ms(300)));
         let sequential = run(Strategy::Sequential, 2, vec![record(0, 100), record(101, 300), record(304, 400)]);
         assert_eq!(ready_times(&plan, &sequential), [Some(ms(0)), Some(ms(100)), Some(ms(300))]);
+    }
+
+    #[test]
+    fn teardown_is_ready_when_every_other_task_has_ended() {
+        let tasks = vec![
+            Task::new("a", Phase::Infra, Kind::Api),
+            Task::new("b", Phase::Infra, Kind::Api),
+            Task::teardown("delete", Kind::Process, crate::phases::When::Always),
+        ];
+        let plan = Plan::new(tasks).unwrap();
+        let mut run = run(Strategy::Dag, 2, vec![record(0, 100), record(0, 300), record(301, 320)]);
+        run.up = ms(300);
+        assert_eq!(ready_times(&plan, &run)[2], Some(ms(300)));
     }
 
     #[test]

@@ -7,12 +7,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail, format_err};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::kube;
-use crate::envs::{Settings, tag_var};
+use super::{kube, prune};
 use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, log_line, run_command};
 
 /// How long CRDs get to become Established.
@@ -21,69 +20,40 @@ const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 /// second; Kind's port mapping is immediate).
 const EXPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The cluster and namespace the run's API work is done in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub kubeconfig: Utf8PathBuf,
+    pub namespace: String,
+    pub run_id: String,
+}
+
 pub struct RealExecutor {
-    settings: Settings,
+    target: Target,
     vars: Mutex<HashMap<String, String>>,
     client: OnceCell<::kube::Client>,
 }
 
 impl RealExecutor {
-    /// `images` maps `IMAGE_POSTGRES`-style names to the third-party images to deploy.
-    pub fn new(settings: Settings, images: &[(&str, String)]) -> anyhow::Result<RealExecutor> {
-        let mut vars = HashMap::new();
-        vars.insert("NAMESPACE".to_owned(), settings.namespace.clone());
-        vars.insert("IMAGE_PULL_POLICY".to_owned(), "IfNotPresent".to_owned());
-        for (name, image) in images {
-            vars.insert(name.to_string(), image.clone());
-        }
-        Ok(RealExecutor { settings, vars: Mutex::new(vars), client: OnceCell::new() })
+    pub fn new(target: Target) -> RealExecutor {
+        RealExecutor { target, vars: Mutex::default(), client: OnceCell::new() }
     }
 
-    /// The run's images, as `repository:tag`: those it built or found already built.
-    pub fn images(&self) -> Vec<String> {
-        let vars = self.vars.lock().unwrap();
-        let mut images: Vec<String> = vars
-            .iter()
-            .filter_map(|(name, tag)| {
-                let bin = name.strip_prefix("TAG_")?.to_lowercase();
-                Some(self.settings.image_tagged(&bin, tag))
-            })
-            .collect();
-        images.sort();
-        images
+    async fn client(&self) -> anyhow::Result<&::kube::Client> {
+        self.client.get_or_try_init(|| kube::client(&self.target.kubeconfig)).await
     }
 
-    pub async fn client(&self) -> anyhow::Result<&::kube::Client> {
-        self.client
-            .get_or_try_init(|| async {
-                let kubeconfig = self.settings.kubeconfig();
-                kube::client(&kubeconfig).await
-            })
-            .await
-    }
-
-    /// Replaces each `${NAME}` with its run variable; `${IMAGE_X}` defaults to the image built
-    /// for x. An unknown name is an error naming it.
+    /// Replaces each `${NAME}` with its run variable; an unknown name is an error naming it.
     pub fn expand(&self, text: &str) -> anyhow::Result<String> {
         let vars = self.vars.lock().unwrap();
-        let settings = &self.settings;
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let end = rest[start..].find('}').ok_or_else(|| format_err!("unterminated `${{` in `{text}`"))? + start;
             let name = &rest[start + 2..end];
-            let value = match vars.get(name) {
-                Some(value) => value.clone(),
-                None => match name.strip_prefix("IMAGE_") {
-                    Some(bin) if vars.contains_key(&tag_var(&bin.to_lowercase())) => {
-                        let bin = bin.to_lowercase();
-                        settings.image_tagged(&bin, &vars[&tag_var(&bin)])
-                    }
-                    _ => bail!("unknown placeholder ${{{name}}}"),
-                },
-            };
-            out.push_str(&value);
+            let value = vars.get(name).ok_or_else(|| format_err!("unknown placeholder ${{{name}}}"))?;
+            out.push_str(value);
             rest = &rest[end + 1..];
         }
         out.push_str(rest);
@@ -102,16 +72,21 @@ impl RealExecutor {
         Ok(out)
     }
 
-    async fn kube_op(&self, op: &KubeOp, log: &Utf8Path) -> anyhow::Result<()> {
+    fn set(&self, var: &str, value: String) {
+        self.vars.lock().unwrap().insert(var.to_owned(), value);
+    }
+
+    async fn kube_op(&self, op: &KubeOp, cx: &TaskCx) -> anyhow::Result<()> {
+        let log = &cx.log;
         let client = self.client().await?;
-        let ns = &self.settings.namespace;
+        let Target { namespace: ns, run_id, .. } = &self.target;
         match op {
             KubeOp::ServerVersion => {
                 let version = kube::server_version(client).await?;
                 log_line(log, &format!("API server {version}"))?;
             }
             KubeOp::Namespace => {
-                kube::namespace(client, ns, &self.settings.run_id).await?;
+                kube::namespace(client, ns, run_id).await?;
                 log_line(log, &format!("namespace {ns} ready"))?;
             }
             KubeOp::Secret { name, literal, random } => {
@@ -119,7 +94,7 @@ impl RealExecutor {
                 kube::secret(client, ns, name, data, random, || random_hex(16)).await?;
                 log_line(log, &format!("Secret {name} ready"))?;
             }
-            KubeOp::Apply { manifest } => {
+            KubeOp::Apply { manifest, .. } => {
                 let raw =
                     std::fs::read_to_string(manifest).with_context(|| format!("cannot read manifest {manifest}"))?;
                 let text = self.expand(&raw).with_context(|| format!("in manifest {manifest}"))?;
@@ -145,7 +120,15 @@ impl RealExecutor {
                 };
                 answers_http(&url, EXPOSE_TIMEOUT).await?;
                 log_line(log, &format!("{var}={url}"))?;
-                self.vars.lock().unwrap().insert(var.clone(), url);
+                self.set(var, url);
+            }
+            KubeOp::Diagnostics { dir } => {
+                kube::save_diagnostics(client, ns, dir).await?;
+                cx.note(format!("diagnostics saved in {dir}"));
+            }
+            KubeOp::DeleteNamespaces { timeout } => {
+                let deleted = kube::delete_namespaces(client, ns, run_id, *timeout).await?;
+                cx.note(format!("deleted namespaces {}", deleted.join(", ")));
             }
         }
         Ok(())
@@ -157,11 +140,12 @@ impl Executor for RealExecutor {
         for step in &task.steps {
             match step {
                 Step::Run(cmd) => run_command(&self.expand_command(cmd)?, &cx.log, &cx.cancel)?,
+                Step::Set { var, value } => self.set(var, self.expand(value)?),
                 Step::Tag { var, files, strings } => {
                     let strings = strings.iter().map(|s| self.expand(s)).collect::<anyhow::Result<Vec<_>>>()?;
                     let tag = content_hash(files, &strings)?;
                     log_line(&cx.log, &format!("{var} = {tag}"))?;
-                    self.vars.lock().unwrap().insert(var.clone(), tag);
+                    self.set(var, tag);
                 }
                 Step::SkipIf(probe) => match run_command(&self.expand_command(probe)?, &cx.log, &cx.cancel) {
                     Ok(()) => {
@@ -178,17 +162,36 @@ impl Executor for RealExecutor {
                         return Ok(Outcome::Cached);
                     }
                 }
-                Step::Stamp { stamp, value } => {
-                    if let Some(dir) = stamp.parent() {
-                        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-                    }
-                    std::fs::write(stamp, self.expand(value)?).with_context(|| format!("cannot write {stamp}"))?;
+                Step::Stamp { stamp, value } => write_file(stamp, &self.expand(value)?)?,
+                Step::Write { path, text } => {
+                    write_file(path, &self.expand(text)?)?;
+                    log_line(&cx.log, &format!("wrote {path}"))?;
                 }
+                Step::Remove { path } => match std::fs::remove_file(path) {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(err).with_context(|| format!("cannot remove {path}"));
+                    }
+                    _ => {}
+                },
                 Step::Copy { from, to } => {
                     if let Some(dir) = to.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
                     }
                     std::fs::copy(from, to).with_context(|| format!("cannot copy {from} to {to}"))?;
+                }
+                Step::Prune { program, images, keep } => {
+                    let images = images.iter().map(|i| self.expand(i)).collect::<anyhow::Result<Vec<_>>>()?;
+                    // Housekeeping: an engine that cannot list its images does not fail the run.
+                    cx.note(match prune::prune(program, &images, *keep) {
+                        Ok(removed) if removed.is_empty() => {
+                            format!("no image to prune (keeping the newest {keep} per repository)")
+                        }
+                        Ok(removed) => {
+                            log_line(&cx.log, &format!("removed {}", removed.join(", ")))?;
+                            format!("pruned {} older image(s), keeping the newest {keep} per repository", removed.len())
+                        }
+                        Err(err) => format!("could not prune old images: {err:#}"),
+                    });
                 }
                 Step::Kube(op) => bail!("{}: Kubernetes step `{op}` in a {} task", task.id, task.kind.name()),
             }
@@ -199,12 +202,21 @@ impl Executor for RealExecutor {
     async fn run_async(&self, task: &Task, cx: &TaskCx) -> anyhow::Result<Outcome> {
         for step in &task.steps {
             match step {
-                Step::Kube(op) => self.kube_op(op, &cx.log).await?,
+                Step::Kube(op) => self.kube_op(op, cx).await?,
+                Step::Set { var, value } => self.set(var, self.expand(value)?),
                 other => bail!("{}: step `{other}` does not belong in an API task", task.id),
             }
         }
         Ok(Outcome::Done)
     }
+}
+
+/// Writes `text` to `path`, its directory created.
+fn write_file(path: &Utf8Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {path}"))
 }
 
 /// Waits until `url` (`http://host:port`) answers an HTTP request with any status: the whole
@@ -284,39 +296,29 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envs::{Delivery, Target};
-    use crate::flags::Engine;
 
     fn executor() -> RealExecutor {
-        let settings = Settings {
-            run_id: "r".into(),
-            run_dir: "target/x".into(),
-            engine: Engine::Docker,
-            target: Target::Existing { kubeconfig: "k".into() },
-            delivery: Delivery::None,
-            namespace: "remedy-ns".into(),
-            image_repo: "localhost/remedy".into(),
-            base_image: "debian:bookworm-slim".into(),
-            manifests: "test/manifests".into(),
-            wait_timeout: Duration::from_secs(1),
-            skip_unchanged_tests: false,
-            spec_args: Vec::new(),
-            builds_after_cluster: false,
-        };
-        RealExecutor::new(settings, &[("IMAGE_POSTGRES", "postgres:16".into())]).unwrap()
+        let target = Target { kubeconfig: "k".into(), namespace: "remedy-ns".into(), run_id: "r".into() };
+        let exec = RealExecutor::new(target);
+        exec.set("NAMESPACE", "remedy-ns".into());
+        exec.set("IMAGE_POSTGRES", "postgres:16".into());
+        exec
     }
 
     #[test]
     fn expands_run_variables_and_built_images() {
         let exec = executor();
-        exec.vars.lock().unwrap().insert("TAG_GATEWAY".into(), "0123abcd".into());
+        exec.set("TAG_GATEWAY", "0123abcd".into());
+        let cx = TaskCx::new(tokio_util::sync::CancellationToken::new(), "unused.log".into());
+        let set = Task::new("t", crate::phases::Phase::Images, crate::phases::Kind::Build)
+            .set("IMAGE_GATEWAY", "localhost/remedy/gateway:${TAG_GATEWAY}")
+            .set("IMAGE_PULL_POLICY", "IfNotPresent");
+        assert_eq!(exec.run_blocking(&set, &cx).unwrap(), Outcome::Done);
         let text = "ns: ${NAMESPACE}\nimage: ${IMAGE_GATEWAY}\ndb: ${IMAGE_POSTGRES}\npolicy: ${IMAGE_PULL_POLICY}";
         assert_eq!(
             exec.expand(text).unwrap(),
             "ns: remedy-ns\nimage: localhost/remedy/gateway:0123abcd\ndb: postgres:16\npolicy: IfNotPresent"
         );
-        exec.vars.lock().unwrap().insert("TAG_DATASTORAGE".into(), "4567ef".into());
-        assert_eq!(exec.images(), ["localhost/remedy/datastorage:4567ef", "localhost/remedy/gateway:0123abcd"]);
     }
 
     #[test]
@@ -363,7 +365,7 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let exec = executor();
-        let cx = TaskCx { cancel: tokio_util::sync::CancellationToken::new(), log: dir.join("task.log") };
+        let cx = TaskCx::new(tokio_util::sync::CancellationToken::new(), dir.join("task.log"));
         let runs = dir.join("runs");
         let count_run = Command::new("sh", ["-c", &format!("echo run >> {runs}")]);
         let task = Task::new("t", crate::phases::Phase::Tests, crate::phases::Kind::Process).unless_stamped(
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("stamp")).unwrap(), "remedy-ns");
         assert_eq!(exec.run_blocking(&task, &cx).unwrap(), Outcome::Cached);
         assert_eq!(times_run(), 1);
-        exec.vars.lock().unwrap().insert("NAMESPACE".into(), "elsewhere".into());
+        exec.set("NAMESPACE", "elsewhere".into());
         assert_eq!(exec.run_blocking(&task, &cx).unwrap(), Outcome::Done);
         assert_eq!(times_run(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -389,7 +391,7 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(&dir).unwrap();
-        let cx = TaskCx { cancel: tokio_util::sync::CancellationToken::new(), log: dir.join("task.log") };
+        let cx = TaskCx::new(tokio_util::sync::CancellationToken::new(), dir.join("task.log"));
         let task = Task::new("t", crate::phases::Phase::Tests, crate::phases::Kind::Process).unless_stamped(
             dir.join("stamp"),
             "x",

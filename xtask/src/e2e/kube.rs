@@ -2,6 +2,8 @@
 //! early on broken pods, diagnostics and namespace teardown.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, format_err};
@@ -14,6 +16,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
+use kube::runtime::wait::{self, Condition, await_condition, conditions};
 use kube::{Client, Config, ResourceExt};
 
 use crate::phases::Workload;
@@ -160,23 +163,17 @@ pub async fn secret(
     Ok(())
 }
 
+/// Waits until each CRD is Established.
 pub async fn crds_established(client: &Client, names: &[String], timeout: Duration) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     for name in names {
-        loop {
-            let crd = api.get_opt(name).await.explain(|| format!("cannot read CRD {name}"))?;
-            let established = crd
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            if established {
-                break;
+        let established = await_condition(api.clone(), name, conditions::is_crd_established());
+        match tokio::time::timeout_at(deadline, established).await {
+            Ok(result) => {
+                result.with_context(|| format!("cannot watch CRD {name}"))?;
             }
-            if Instant::now() > deadline {
-                bail!("CRD {name} not Established after {}s", timeout.as_secs());
-            }
-            tokio::time::sleep(POLL).await;
+            Err(_) => bail!("CRD {name} not Established after {}s", timeout.as_secs()),
         }
     }
     Ok(())
@@ -219,6 +216,21 @@ fn statefulset_progress(s: &StatefulSet) -> Progress {
     Progress { done, available, desired, selector }
 }
 
+/// A workload's progress, read now.
+async fn progress_of(client: &Client, ns: &str, workload: Workload, name: &str) -> anyhow::Result<Progress> {
+    let owner = format!("{}/{name}", workload.name());
+    Ok(match workload {
+        Workload::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            deployment_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
+        }
+        Workload::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            statefulset_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
+        }
+    })
+}
+
 /// Waits until the workload has rolled out; fails early when one of its pods is broken, with
 /// the pod's events and last log lines.
 pub async fn rollout(
@@ -229,59 +241,82 @@ pub async fn rollout(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let owner = format!("{}/{name}", workload.name());
-    let deadline = Instant::now() + timeout;
-    let mut broken_since = HashMap::new();
-    loop {
-        let progress = match workload {
-            Workload::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                deployment_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
-            }
-            Workload::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-                statefulset_progress(&api.get(name).await.explain(|| format!("cannot read {owner}"))?)
-            }
-        };
-        if progress.done {
-            return Ok(());
+    let selector = progress_of(client, ns, workload, name).await?.selector;
+    let done: Pin<Box<dyn Future<Output = Result<(), wait::Error>> + Send + '_>> = match workload {
+        Workload::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            let done = |d: Option<&Deployment>| d.is_some_and(|d| deployment_progress(d).done);
+            Box::pin(async move { await_condition(api, name, done).await.map(drop) })
         }
-        check_pods(client, ns, &progress.selector, &owner, &mut broken_since).await?;
-        if Instant::now() > deadline {
-            let detail = describe_pods(client, ns, &progress.selector).await;
-            bail!(
-                "{owner} not ready after {}s: {} of {} available\n{detail}",
-                timeout.as_secs(),
-                progress.available,
-                progress.desired
-            );
+        Workload::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            let done = |s: Option<&StatefulSet>| s.is_some_and(|s| statefulset_progress(s).done);
+            Box::pin(async move { await_condition(api, name, done).await.map(drop) })
         }
-        tokio::time::sleep(POLL).await;
+    };
+    let waited = wait_unless_broken(client, ns, &selector, &owner, timeout, done).await?;
+    if !waited {
+        let progress = progress_of(client, ns, workload, name).await?;
+        let detail = describe_pods(client, ns, &selector).await;
+        bail!(
+            "{owner} not ready after {}s: {} of {} available\n{detail}",
+            timeout.as_secs(),
+            progress.available,
+            progress.desired
+        );
     }
+    Ok(())
 }
 
 /// Waits for a Job to complete; a failed Job is an error carrying its pods' logs.
 pub async fn job_complete(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + timeout;
     let selector = format!("job-name={name}");
+    let owner = format!("job/{name}");
+    let failed = |job: Option<&Job>| job_holds(job, "Failed");
+    let finished = Box::pin(async {
+        await_condition(api.clone(), name, conditions::is_job_completed().or(failed)).await.map(drop)
+    });
+    if !wait_unless_broken(client, ns, &selector, &owner, timeout, finished).await? {
+        let detail = describe_pods(client, ns, &selector).await;
+        bail!("job/{name} did not complete within {}s\n{detail}", timeout.as_secs());
+    }
+    let job = api.get(name).await.explain(|| format!("cannot read job/{name}"))?;
+    if job_holds(Some(&job), "Failed") {
+        let detail = describe_pods(client, ns, &selector).await;
+        bail!("job/{name} failed\n{detail}");
+    }
+    Ok(())
+}
+
+fn job_holds(job: Option<&Job>, kind: &str) -> bool {
+    let conditions = job.and_then(|j| j.status.as_ref()).and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == kind && c.status == "True"))
+}
+
+/// Waits for `done` until `timeout`, failing early when a pod matching `selector` is broken.
+/// Returns whether `done` finished in time.
+async fn wait_unless_broken(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    owner: &str,
+    timeout: Duration,
+    done: Pin<Box<dyn Future<Output = Result<(), wait::Error>> + Send + '_>>,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::sleep(timeout);
+    let mut done = std::pin::pin!(done);
+    let mut deadline = std::pin::pin!(deadline);
     let mut broken_since = HashMap::new();
     loop {
-        let job = api.get(name).await.explain(|| format!("cannot read job/{name}"))?;
-        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
-        let holds = |kind: &str| conditions.iter().any(|c| c.type_ == kind && c.status == "True");
-        if holds("Complete") {
-            return Ok(());
+        tokio::select! {
+            result = &mut done => {
+                result.with_context(|| format!("cannot watch {owner}"))?;
+                return Ok(true);
+            }
+            () = &mut deadline => return Ok(false),
+            () = tokio::time::sleep(POLL) => check_pods(client, ns, selector, owner, &mut broken_since).await?,
         }
-        if holds("Failed") {
-            let detail = describe_pods(client, ns, &selector).await;
-            bail!("job/{name} failed\n{detail}");
-        }
-        check_pods(client, ns, &selector, &format!("job/{name}"), &mut broken_since).await?;
-        if Instant::now() > deadline {
-            let detail = describe_pods(client, ns, &selector).await;
-            bail!("job/{name} did not complete within {}s\n{detail}", timeout.as_secs());
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -516,15 +551,24 @@ pub async fn delete_namespaces(
     // A throwaway environment's pods need no grace period: without this, a container that
     // ignores SIGTERM holds its namespace for 30 s.
     let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     for name in &names {
-        while api.get_opt(name).await?.is_some() {
-            if Instant::now() > deadline {
-                bail!("namespace {name} still terminating after {}s", timeout.as_secs());
+        let Some(uid) = api.get_opt(name).await?.and_then(|n| n.metadata.uid) else { continue };
+        let mut gone = std::pin::pin!(await_condition(api.clone(), name, conditions::is_deleted(&uid)));
+        loop {
+            tokio::select! {
+                result = &mut gone => {
+                    result.with_context(|| format!("cannot watch namespace {name}"))?;
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    bail!("namespace {name} still terminating after {}s", timeout.as_secs())
+                }
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+                    let _ = pods.delete_collection(&now, &ListParams::default()).await;
+                }
             }
-            let pods: Api<Pod> = Api::namespaced(client.clone(), name);
-            let _ = pods.delete_collection(&now, &ListParams::default()).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(names)

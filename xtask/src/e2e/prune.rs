@@ -6,13 +6,11 @@
 use anyhow::Context;
 use xshell::{Shell, cmd};
 
-use crate::flags::Engine;
-
-/// Removes all but the `keep` newest tags of the repository of each image in `current`
-/// (`repository:tag`), never a tag in `current`. Returns the images removed.
-pub fn prune(engine: Engine, current: &[String], keep: usize) -> anyhow::Result<Vec<String>> {
+/// With the engine `program` (docker or podman), removes all but the `keep` newest tags of the
+/// repository of each image in `current` (`repository:tag`), never a tag in `current`. Returns
+/// the images removed.
+pub fn prune(program: &str, current: &[String], keep: usize) -> anyhow::Result<Vec<String>> {
     let sh = Shell::new()?;
-    let program = engine.program();
     let format = "{{.Tag}}";
     let mut removed = Vec::new();
     let mut repositories: Vec<&str> =

@@ -11,8 +11,8 @@ pub mod report;
 mod scheduler;
 mod svg;
 
-pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, Workload};
+pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, When, Workload, placeholders, var_ref};
 pub use process::{log_line, run_command};
 #[cfg(test)]
 pub use scheduler::TaskRecord;
-pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Status, Strategy, TaskCx, default_jobs, run};
+pub use scheduler::{Cancelled, Executor, Outcome, RunRecord, Schedule, Status, Strategy, TaskCx, default_jobs, run};

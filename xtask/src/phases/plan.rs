@@ -1,6 +1,6 @@
 //! Tasks, their steps, and the plan: a DAG validated when it is built.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -19,10 +19,13 @@ pub enum Phase {
     Infra,
     Services,
     Tests,
+    /// Runs after every other task has ended, whatever happened, on its own uncancelled token.
+    Teardown,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Cluster, Phase::Images, Phase::Infra, Phase::Services, Phase::Tests];
+    pub const ALL: [Phase; 6] =
+        [Phase::Cluster, Phase::Images, Phase::Infra, Phase::Services, Phase::Tests, Phase::Teardown];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +34,7 @@ impl Phase {
             Phase::Infra => "infra",
             Phase::Services => "services",
             Phase::Tests => "tests",
+            Phase::Teardown => "teardown",
         }
     }
 }
@@ -41,8 +45,37 @@ impl fmt::Display for Phase {
     }
 }
 
-/// Where a task runs: image builds on the `--jobs` rayon pool, other external commands on a
-/// process pool, Kubernetes API work on tokio.
+/// When a teardown task runs, from how the rest of the run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    Always,
+    /// Only when a task failed or the run was interrupted (diagnostics).
+    Failed,
+    /// Only when every other task succeeded.
+    Succeeded,
+}
+
+impl When {
+    pub fn holds(self, succeeded: bool) -> bool {
+        match self {
+            When::Always => true,
+            When::Failed => !succeeded,
+            When::Succeeded => succeeded,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            When::Always => "",
+            When::Failed => ", when the run failed",
+            When::Succeeded => ", when the run succeeded",
+        }
+    }
+}
+
+/// Where a task runs: CPU-heavy work (image builds; under `e2e all`, whole environments) on a
+/// bounded rayon pool, other external commands on a process pool, Kubernetes API work on tokio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -67,16 +100,36 @@ pub struct Command {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// On cancellation, SIGINT its process group and let it finish (it cleans up after itself)
+    /// instead of killing it.
+    pub interrupt: bool,
 }
 
 impl Command {
     pub fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Command {
-        Command { program: program.into(), args: args.into_iter().map(Into::into).collect(), env: Vec::new() }
+        Command {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            interrupt: false,
+        }
     }
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Command {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// See [`Command::interrupt`].
+    pub fn interrupt_on_cancel(mut self) -> Command {
+        self.interrupt = true;
+        self
+    }
+
+    /// The run variables its program, arguments and environment read.
+    fn reads(&self) -> impl Iterator<Item = &str> {
+        let texts = std::iter::once(&self.program).chain(&self.args).chain(self.env.iter().map(|(_, v)| v));
+        texts.flat_map(|text| placeholders(text))
     }
 }
 
@@ -99,11 +152,26 @@ fn quote(word: &str) -> String {
     if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
-/// Kubernetes API work, carried out through kube-rs by the executor.
+/// The run variables `text` reads: the `NAME` of each `${NAME}` (letters, digits, `_`).
+pub fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("${").filter_map(move |(at, _)| {
+        let rest = &text[at + 2..];
+        let name = &rest[..rest.find('}')?];
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(name)
+    })
+}
+
+/// `${name}`: how a string refers to a run variable.
+pub fn var_ref(name: &str) -> String {
+    format!("${{{name}}}")
+}
+
+/// Kubernetes API work in the run's namespace, carried out through kube-rs by the executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KubeOp {
-    /// Server-side apply of every document of a manifest file, placeholders filled in.
-    Apply { manifest: Utf8PathBuf },
+    /// Server-side apply of every document of a manifest file, its placeholders (`reads`, found
+    /// when the plan was made) filled in.
+    Apply { manifest: Utf8PathBuf, reads: Vec<String> },
     /// Create the run's namespace, labelled with the run id.
     Namespace,
     /// Create a Secret in the run's namespace: `literal` keys as given, `random` keys with a
@@ -121,12 +189,17 @@ pub enum KubeOp {
     /// (the node port fixed when given, else allocated), and set the run variable `var` to its
     /// URL.
     Expose { service: String, port: String, node_port: Option<u16>, url: Option<String>, var: String },
+    /// Save the namespace's events, pod states and container logs into `dir`.
+    Diagnostics { dir: Utf8PathBuf },
+    /// Delete the run's namespace and every namespace labelled with the run id, and wait until
+    /// they are gone.
+    DeleteNamespaces { timeout: Duration },
 }
 
 impl fmt::Display for KubeOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KubeOp::Apply { manifest } => write!(f, "server-side apply {manifest}"),
+            KubeOp::Apply { manifest, .. } => write!(f, "server-side apply {manifest}"),
             KubeOp::Namespace => write!(f, "create the namespace"),
             KubeOp::Secret { name, literal, random } => {
                 let keys: Vec<&str> = literal.iter().map(|(k, _)| k.as_str()).collect();
@@ -152,6 +225,13 @@ impl fmt::Display for KubeOp {
                     None => write!(f, "; {var}=http://<node InternalIP>:<node port>"),
                 }
             }
+            KubeOp::Diagnostics { dir } => write!(f, "save the namespace's events, pod states and logs to {dir}"),
+            KubeOp::DeleteNamespaces { timeout } => write!(
+                f,
+                "delete the namespace and the namespaces labelled with the run id, waiting until they are gone \
+                 (timeout {}s)",
+                timeout.as_secs()
+            ),
         }
     }
 }
@@ -182,6 +262,20 @@ pub enum Step {
         from: Utf8PathBuf,
         to: Utf8PathBuf,
     },
+    /// Write a file the run makes (a config a command reads), its directory created.
+    Write {
+        path: Utf8PathBuf,
+        text: String,
+    },
+    /// Remove a file the run made, if it is there.
+    Remove {
+        path: Utf8PathBuf,
+    },
+    /// Set the run variable `var` to `value` (`${...}` filled in).
+    Set {
+        var: String,
+        value: String,
+    },
     /// Set the run variable `var` (used as `${var}` by later steps and tasks) to a content hash
     /// of these files (directories: every file under them) and strings (`${...}` filled in).
     Tag {
@@ -203,6 +297,38 @@ pub enum Step {
         stamp: Utf8PathBuf,
         value: String,
     },
+    /// With the engine `program`, remove all but the `keep` newest tags of the repository of
+    /// each of `images` (`repository:tag`, `${...}` filled in), never one of `images`.
+    Prune {
+        program: String,
+        images: Vec<String>,
+        keep: usize,
+    },
+}
+
+impl Step {
+    /// The run variables this step reads.
+    pub fn reads(&self) -> Vec<&str> {
+        match self {
+            Step::Run(cmd) | Step::SkipIf(cmd) => cmd.reads().collect(),
+            Step::Kube(KubeOp::Apply { reads, .. }) => reads.iter().map(String::as_str).collect(),
+            Step::Kube(_) | Step::Copy { .. } | Step::Remove { .. } => Vec::new(),
+            Step::Write { text, .. } => placeholders(text).collect(),
+            Step::Set { value, .. } | Step::SkipIfStamped { value, .. } | Step::Stamp { value, .. } => {
+                placeholders(value).collect()
+            }
+            Step::Tag { strings, .. } => strings.iter().flat_map(|s| placeholders(s)).collect(),
+            Step::Prune { images, .. } => images.iter().flat_map(|s| placeholders(s)).collect(),
+        }
+    }
+
+    /// The run variable this step sets, if any.
+    pub fn writes(&self) -> Option<&str> {
+        match self {
+            Step::Set { var, .. } | Step::Tag { var, .. } | Step::Kube(KubeOp::Expose { var, .. }) => Some(var),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Step {
@@ -211,6 +337,15 @@ impl fmt::Display for Step {
             Step::Run(cmd) => write!(f, "$ {cmd}"),
             Step::Kube(op) => write!(f, "kube: {op}"),
             Step::Copy { from, to } => write!(f, "copy {from} -> {to}"),
+            Step::Write { path, text } => {
+                write!(f, "write {path}:")?;
+                for line in text.lines() {
+                    write!(f, "\n      | {line}")?;
+                }
+                Ok(())
+            }
+            Step::Remove { path } => write!(f, "remove {path}"),
+            Step::Set { var, value } => write!(f, "{var} = {value}"),
             Step::Tag { var, files, strings } => {
                 let inputs: Vec<&str> =
                     files.iter().map(|f| f.as_str()).chain(strings.iter().map(String::as_str)).collect();
@@ -219,6 +354,16 @@ impl fmt::Display for Step {
             Step::SkipIf(probe) => write!(f, "cached if this succeeds: $ {probe}"),
             Step::SkipIfStamped { stamp, value } => write!(f, "cached if {stamp} holds {value}"),
             Step::Stamp { stamp, value } => write!(f, "write {value} to {stamp}"),
+            Step::Prune { program, images, keep } => {
+                let repositories: Vec<&str> =
+                    images.iter().map(|image| image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r)).collect();
+                write!(
+                    f,
+                    "{program}: keep the newest {keep} tags of each of {} and remove older ones (never {})",
+                    repositories.join(", "),
+                    images.join(", ")
+                )
+            }
         }
     }
 }
@@ -235,11 +380,34 @@ pub struct Task {
     /// Expected duration, for the critical path estimate.
     pub estimate: Duration,
     pub steps: Vec<Step>,
+    /// For a teardown task: whether it runs, from how the rest of the run went.
+    pub when: When,
+    /// What the summary says once it succeeded ("deleted kind cluster x").
+    pub done: Option<String>,
+    /// The files and directories (relative to the workspace root, or absolute) its result
+    /// depends on.
+    pub inputs: Vec<Utf8PathBuf>,
 }
 
 impl Task {
     pub fn new(id: impl Into<String>, phase: Phase, kind: Kind) -> Task {
-        Task { id: id.into(), phase, kind, stage: 1, deps: Vec::new(), estimate: Duration::ZERO, steps: Vec::new() }
+        Task {
+            id: id.into(),
+            phase,
+            kind,
+            stage: 1,
+            deps: Vec::new(),
+            estimate: Duration::ZERO,
+            steps: Vec::new(),
+            when: When::Always,
+            done: None,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// A task of the teardown phase, run after every other one if `when` holds.
+    pub fn teardown(id: impl Into<String>, kind: Kind, when: When) -> Task {
+        Task { when, ..Task::new(id, Phase::Teardown, kind) }
     }
 
     pub fn after(mut self, deps: &[&str]) -> Task {
@@ -257,25 +425,44 @@ impl Task {
         self
     }
 
-    pub fn run(mut self, cmd: Command) -> Task {
-        self.steps.push(Step::Run(cmd));
+    pub fn done(mut self, text: impl Into<String>) -> Task {
+        self.done = Some(text.into());
         self
     }
 
-    pub fn kube(mut self, op: KubeOp) -> Task {
-        self.steps.push(Step::Kube(op));
+    pub fn inputs(mut self, paths: impl IntoIterator<Item = impl Into<Utf8PathBuf>>) -> Task {
+        self.inputs.extend(paths.into_iter().map(Into::into));
         self
     }
 
-    pub fn tag(mut self, var: impl Into<String>, files: &[&str], strings: &[&str]) -> Task {
+    pub fn step(mut self, step: Step) -> Task {
+        self.steps.push(step);
+        self
+    }
+
+    pub fn run(self, cmd: Command) -> Task {
+        self.step(Step::Run(cmd))
+    }
+
+    pub fn kube(self, op: KubeOp) -> Task {
+        self.step(Step::Kube(op))
+    }
+
+    pub fn set(self, var: impl Into<String>, value: impl Into<String>) -> Task {
+        self.step(Step::Set { var: var.into(), value: value.into() })
+    }
+
+    pub fn write(self, path: impl Into<Utf8PathBuf>, text: impl Into<String>) -> Task {
+        self.step(Step::Write { path: path.into(), text: text.into() })
+    }
+
+    pub fn tag(self, var: impl Into<String>, files: &[&str], strings: &[&str]) -> Task {
         let files = files.iter().map(|f| Utf8PathBuf::from(*f)).collect();
-        self.steps.push(Step::Tag { var: var.into(), files, strings: strings.iter().map(|s| s.to_string()).collect() });
-        self
+        self.step(Step::Tag { var: var.into(), files, strings: strings.iter().map(|s| s.to_string()).collect() })
     }
 
-    pub fn skip_if(mut self, probe: Command) -> Task {
-        self.steps.push(Step::SkipIf(probe));
-        self
+    pub fn skip_if(self, probe: Command) -> Task {
+        self.step(Step::SkipIf(probe))
     }
 
     /// Skips the rest when `stamp` holds `value`; records `value` there once the rest succeeded.
@@ -287,18 +474,22 @@ impl Task {
         self
     }
 
-    pub fn copy(mut self, from: impl Into<Utf8PathBuf>, to: impl Into<Utf8PathBuf>) -> Task {
-        self.steps.push(Step::Copy { from: from.into(), to: to.into() });
-        self
+    pub fn copy(self, from: impl Into<Utf8PathBuf>, to: impl Into<Utf8PathBuf>) -> Task {
+        self.step(Step::Copy { from: from.into(), to: to.into() })
     }
 
     /// `phase/id`, the name used in progress lines and logs.
     pub fn label(&self) -> String {
         format!("{}/{}", self.phase, self.id)
     }
+
+    pub fn is_teardown(&self) -> bool {
+        self.phase == Phase::Teardown
+    }
 }
 
-/// A validated DAG of tasks, kept in declaration order.
+/// A validated DAG of tasks, kept in declaration order: the tasks that bring the environment
+/// up and run the specs, then the teardown tasks, which run after all of them.
 #[derive(Debug)]
 pub struct Plan {
     tasks: Vec<Task>,
@@ -308,13 +499,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Validates the graph: duplicate ids, unknown dependencies, cycles, and dependencies on a
-    /// later phased stage are errors that name the tasks.
+    /// Validates the graph: duplicate ids, unknown dependencies, cycles, dependencies on a
+    /// later phased stage or on a teardown task, a condition on a task that is not teardown,
+    /// and a run variable read before any task it waits for writes it are errors that name the
+    /// tasks.
     pub fn new(tasks: Vec<Task>) -> anyhow::Result<Plan> {
         let mut index = HashMap::new();
         for (i, task) in tasks.iter().enumerate() {
             if index.insert(task.id.as_str(), i).is_some() {
                 bail!("duplicate task id `{}`", task.id);
+            }
+            if !task.is_teardown() && task.when != When::Always {
+                bail!("task `{}` runs on a condition, but only teardown tasks do", task.id);
             }
         }
         let mut deps = vec![Vec::new(); tasks.len()];
@@ -332,6 +528,9 @@ impl Plan {
                         tasks[j].stage
                     );
                 }
+                if tasks[j].is_teardown() && !task.is_teardown() {
+                    bail!("task `{}` depends on the teardown task `{dep}`, which runs after it", task.id);
+                }
                 if !deps[i].contains(&j) {
                     deps[i].push(j);
                     dependents[j].push(i);
@@ -342,7 +541,58 @@ impl Plan {
             let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
             format_err!("dependency cycle: {}", names.join(" -> "))
         })?;
-        Ok(Plan { tasks, deps, dependents, topo })
+        let plan = Plan { tasks, deps, dependents, topo };
+        plan.check_reads()?;
+        Ok(plan)
+    }
+
+    /// Every run variable a step reads is written by an earlier step of its task or by a task
+    /// it waits for (directly or not). A teardown task that runs only after a successful run
+    /// may read what any other task wrote.
+    fn check_reads(&self) -> anyhow::Result<()> {
+        let mut ancestors: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); self.len()];
+        for &i in &self.topo {
+            let mut all = BTreeSet::new();
+            for &d in &self.deps[i] {
+                all.insert(d);
+                all.extend(ancestors[d].iter().copied());
+            }
+            ancestors[i] = all;
+        }
+        for (i, task) in self.tasks.iter().enumerate() {
+            let mut written: BTreeSet<&str> = if task.when == When::Succeeded {
+                self.tasks
+                    .iter()
+                    .filter(|t| !t.is_teardown())
+                    .flat_map(|t| t.steps.iter().filter_map(Step::writes))
+                    .collect()
+            } else {
+                ancestors[i].iter().flat_map(|&a| self.tasks[a].steps.iter().filter_map(Step::writes)).collect()
+            };
+            for step in &task.steps {
+                for var in step.reads() {
+                    if !written.contains(var) {
+                        let writers: Vec<&str> = self
+                            .tasks
+                            .iter()
+                            .filter(|t| t.steps.iter().any(|s| s.writes() == Some(var)))
+                            .map(|t| t.id.as_str())
+                            .collect();
+                        let hint = match &writers[..] {
+                            [] => "no task writes it".to_owned(),
+                            some => format!(
+                                "it is written by `{}`, which `{}` does not wait for",
+                                some.join("`, `"),
+                                task.id
+                            ),
+                        };
+                        bail!("task `{}` reads ${{{var}}} before it is set: {hint}", task.id);
+                    }
+                }
+                written.extend(step.writes());
+            }
+        }
+        Ok(())
     }
 
     pub fn tasks(&self) -> &[Task] {
@@ -371,16 +621,27 @@ impl Plan {
         self.tasks.iter().position(|t| t.id == id)
     }
 
-    /// The longest chain by estimated duration, and its length.
+    /// The files and directories every task's result depends on, sorted, each once.
+    pub fn inputs(&self) -> Vec<Utf8PathBuf> {
+        let inputs: BTreeSet<&Utf8PathBuf> = self.tasks.iter().flat_map(|t| &t.inputs).collect();
+        inputs.into_iter().cloned().collect()
+    }
+
+    /// The tasks before teardown, in declaration order.
+    fn up(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).filter(|&i| !self.tasks[i].is_teardown())
+    }
+
+    /// The longest chain of the tasks before teardown by estimated duration, and its length.
     pub fn critical_path_estimate(&self) -> (Vec<usize>, Duration) {
         let mut finish = vec![Duration::ZERO; self.len()];
         let mut via: Vec<Option<usize>> = vec![None; self.len()];
-        for &i in &self.topo {
+        for &i in self.topo.iter().filter(|&&i| !self.tasks[i].is_teardown()) {
             let before = self.deps[i].iter().copied().max_by_key(|&d| finish[d]);
             via[i] = before;
             finish[i] = before.map_or(Duration::ZERO, |d| finish[d]) + self.tasks[i].estimate;
         }
-        let Some(mut last) = (0..self.len()).max_by_key(|&i| finish[i]) else {
+        let Some(mut last) = self.up().max_by_key(|&i| finish[i]) else {
             return (Vec::new(), Duration::ZERO);
         };
         let total = finish[last];
@@ -393,12 +654,13 @@ impl Plan {
         (chain, total)
     }
 
-    /// The estimated makespan with barriers between stages (unbounded parallelism inside one).
+    /// The estimated makespan before teardown with barriers between stages (unbounded
+    /// parallelism inside one).
     pub fn phased_estimate(&self) -> Duration {
         let mut total = Duration::ZERO;
         for stage in self.stages() {
             let mut finish: HashMap<usize, Duration> = HashMap::new();
-            for &i in self.topo.iter().filter(|&&i| self.tasks[i].stage == stage) {
+            for &i in self.topo.iter().filter(|&&i| self.tasks[i].stage == stage && !self.tasks[i].is_teardown()) {
                 let start = self.deps[i].iter().filter_map(|d| finish.get(d)).max().copied().unwrap_or_default();
                 finish.insert(i, start + self.tasks[i].estimate);
             }
@@ -407,26 +669,28 @@ impl Plan {
         total
     }
 
-    /// The distinct phased stages, ascending.
+    /// The distinct phased stages of the tasks before teardown, ascending.
     pub fn stages(&self) -> Vec<u8> {
-        let mut stages: Vec<u8> = self.tasks.iter().map(|t| t.stage).collect();
+        let mut stages: Vec<u8> = self.up().map(|i| self.tasks[i].stage).collect();
         stages.sort_unstable();
         stages.dedup();
         stages
     }
 
+    /// The estimates of the tasks before teardown, added up.
     pub fn sum_of_estimates(&self) -> Duration {
-        self.tasks.iter().map(|t| t.estimate).sum()
+        self.up().map(|i| self.tasks[i].estimate).sum()
     }
 
     /// The plan as `--plan` prints it: each task with its dependencies and steps, in the order
-    /// the strategy would start them, then the estimates.
+    /// the strategy would start them, the teardown, then the estimates.
     pub fn describe(&self, strategy: Strategy, jobs: usize) -> String {
         let mut out = String::new();
-        let _ =
-            writeln!(out, "{} tasks, strategy {}, at most {jobs} image builds at once", self.len(), strategy.name());
+        let _ = writeln!(out, "{} tasks, strategy {}, at most {jobs} build tasks at once", self.len(), strategy.name());
         let mut last_stage = 0;
-        for (n, &i) in self.topo_for(strategy).iter().enumerate() {
+        let (up, down): (Vec<usize>, Vec<usize>) =
+            self.topo_for(strategy).into_iter().partition(|&i| !self.tasks[i].is_teardown());
+        for (n, &i) in up.iter().enumerate() {
             let task = &self.tasks[i];
             if strategy == Strategy::Phased && task.stage != last_stage {
                 if last_stage != 0 {
@@ -439,17 +703,12 @@ impl Plan {
                 last_stage = task.stage;
             }
             let order = if strategy == Strategy::Sequential { format!("{}. ", n + 1) } else { String::new() };
-            let after = if task.deps.is_empty() { "-".to_owned() } else { task.deps.join(", ") };
-            let _ = writeln!(
-                out,
-                "\n{order}{} [{}, stage {}, ~{}s]\n    after: {after}",
-                task.label(),
-                task.kind.name(),
-                task.stage,
-                task.estimate.as_secs()
-            );
-            for step in &task.steps {
-                let _ = writeln!(out, "    {step}");
+            self.describe_task(&mut out, &order, task);
+        }
+        if !down.is_empty() {
+            let _ = writeln!(out, "\n---- teardown: after every task above has ended, whatever happened ----");
+            for &i in &down {
+                self.describe_task(&mut out, "", &self.tasks[i]);
             }
         }
         let (chain, length) = self.critical_path_estimate();
@@ -457,12 +716,29 @@ impl Plan {
         let _ = writeln!(out, "\ncritical path estimate: {} = ~{}s", names.join(" -> "), length.as_secs());
         let _ = writeln!(
             out,
-            "estimated makespan: dag ~{}s (the critical path), phased ~{}s, sequential ~{}s",
+            "estimated makespan before teardown: dag ~{}s (the critical path), phased ~{}s, sequential ~{}s",
             length.as_secs(),
             self.phased_estimate().as_secs(),
             self.sum_of_estimates().as_secs()
         );
         out
+    }
+
+    fn describe_task(&self, out: &mut String, order: &str, task: &Task) {
+        let after = if task.deps.is_empty() { "-".to_owned() } else { task.deps.join(", ") };
+        // Teardown runs after every stage.
+        let stage = if task.is_teardown() { String::new() } else { format!(", stage {}", task.stage) };
+        let _ = writeln!(
+            out,
+            "\n{order}{} [{}{stage}, ~{}s{}]\n    after: {after}",
+            task.label(),
+            task.kind.name(),
+            task.estimate.as_secs(),
+            task.when.describe()
+        );
+        for step in &task.steps {
+            let _ = writeln!(out, "    {step}");
+        }
     }
 
     /// Tasks in the order a strategy would consider them: by stage for phased.
@@ -613,5 +889,69 @@ mod tests {
         let cmd =
             Command::new("kind", ["create", "cluster", "--name", "it's"]).env("KIND_EXPERIMENTAL_PROVIDER", "podman");
         assert_eq!(cmd.to_string(), r"KIND_EXPERIMENTAL_PROVIDER=podman kind create cluster --name 'it'\''s'");
+    }
+
+    #[test]
+    fn only_teardown_tasks_have_conditions_and_nothing_waits_for_teardown() {
+        let err = Plan::new(vec![
+            task("a", &[], 1),
+            Task::teardown("t", Kind::Api, When::Always).after(&[]),
+            task("b", &["t"], 1),
+        ])
+        .unwrap_err();
+        assert_eq!(err.to_string(), "task `b` depends on the teardown task `t`, which runs after it");
+        let mut conditional = task("a", &[], 1);
+        conditional.when = When::Failed;
+        let err = Plan::new(vec![conditional]).unwrap_err();
+        assert_eq!(err.to_string(), "task `a` runs on a condition, but only teardown tasks do");
+    }
+
+    #[test]
+    fn a_run_variable_is_read_only_after_a_task_waited_for_sets_it() {
+        let writer = || Task::new("build", Phase::Images, Kind::Build).tag("TAG_X", &[], &[]);
+        let reader = |deps: &[&str]| {
+            Task::new("deploy", Phase::Services, Kind::Api)
+                .after(deps)
+                .kube(KubeOp::Apply { manifest: "m.yaml".into(), reads: vec!["TAG_X".into()] })
+        };
+        assert!(Plan::new(vec![writer(), reader(&["build"])]).is_ok());
+        let err = Plan::new(vec![writer(), reader(&[])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task `deploy` reads ${TAG_X} before it is set: it is written by `build`, which `deploy` does not wait for"
+        );
+        // Through another task, and earlier in the same task.
+        let middle = task("middle", &["build"], 1);
+        assert!(Plan::new(vec![writer(), middle, reader(&["middle"])]).is_ok());
+        let own = Task::new("one", Phase::Images, Kind::Build).set("A", "x").run(Command::new("echo", ["${A}"]));
+        assert!(Plan::new(vec![own]).is_ok());
+        let early = Task::new("one", Phase::Images, Kind::Build).run(Command::new("echo", ["${A}"])).set("A", "x");
+        assert!(Plan::new(vec![early]).is_err());
+        // After a successful run every variable is set; after a failure, only what ran.
+        let prune = |when| Task::teardown("prune", Kind::Process, when).run(Command::new("echo", ["${TAG_X}"]));
+        assert!(Plan::new(vec![writer(), prune(When::Succeeded)]).is_ok());
+        assert!(Plan::new(vec![writer(), prune(When::Always)]).is_err());
+    }
+
+    #[test]
+    fn placeholders_are_names_inside_dollar_braces() {
+        let names: Vec<&str> = placeholders("a ${ONE} {{.Id}} ${TWO_2}${} ${bad name} ${UNCLOSED").collect();
+        assert_eq!(names, ["ONE", "TWO_2"]);
+        assert_eq!(var_ref("X"), "${X}");
+    }
+
+    #[test]
+    fn the_description_shows_teardown_last_with_its_conditions() {
+        let plan = Plan::new(vec![
+            Task::teardown("export-logs", Kind::Process, When::Failed),
+            task("cluster", &[], 100),
+            Task::teardown("delete", Kind::Process, When::Always).after(&["export-logs"]),
+        ])
+        .unwrap();
+        let text = plan.describe(Strategy::Dag, 2);
+        let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} in {text}"));
+        assert!(at("infra/cluster") < at("---- teardown") && at("---- teardown") < at("teardown/export-logs"));
+        assert!(text.contains("teardown/export-logs [process, ~0s, when the run failed]"), "{text}");
+        assert_eq!(plan.critical_path_estimate().1, Duration::from_secs(100), "teardown is not on the estimate");
     }
 }

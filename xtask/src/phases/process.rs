@@ -21,7 +21,8 @@ use super::scheduler::Cancelled;
 const POLL: Duration = Duration::from_millis(10);
 
 /// Runs `command` to completion; a non-zero exit is an error naming the command. When `cancel`
-/// fires, the child's process group gets SIGKILL and the error is [`Cancelled`].
+/// fires, the child's process group gets SIGKILL (SIGINT, then the wait goes on, for a command
+/// that is to be interrupted) and the error is [`Cancelled`].
 pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken) -> anyhow::Result<()> {
     if cancel.is_cancelled() {
         return Err(Cancelled.into());
@@ -42,17 +43,20 @@ pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken
     let mut child = child.spawn().with_context(|| format!("cannot start `{command}`"))?;
     let pgid = Pid::from_child(&child);
 
-    // This thread waits, so the exit is seen at once; a watcher kills the group on cancellation,
-    // which ends the wait.
+    // This thread waits, so the exit is seen at once; a watcher kills (or interrupts) the group
+    // on cancellation, which ends the wait.
     let (exited, killed) = (AtomicBool::new(false), AtomicBool::new(false));
     let status = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             while !exited.load(Ordering::Acquire) {
-                if cancel.is_cancelled() {
-                    // The group outlives its leader's exit only if children remain; kill both.
-                    killed.store(true, Ordering::Release);
-                    let _ = kill_process_group(pgid, Signal::KILL);
-                    return;
+                if cancel.is_cancelled() && !killed.swap(true, Ordering::AcqRel) {
+                    if command.interrupt {
+                        let _ = kill_process_group(pgid, Signal::INT);
+                    } else {
+                        // The group outlives its leader's exit only if children remain; kill both.
+                        let _ = kill_process_group(pgid, Signal::KILL);
+                        return;
+                    }
                 }
                 std::thread::park_timeout(POLL);
             }
@@ -62,11 +66,11 @@ pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken
         watcher.thread().unpark();
         status
     })?;
+    // Children the command left running in its group do not outlive the task.
+    let _ = kill_process_group(pgid, Signal::KILL);
     if killed.load(Ordering::Acquire) {
         return Err(Cancelled.into());
     }
-    // Children the command left running in its group do not outlive the task.
-    let _ = kill_process_group(pgid, Signal::KILL);
     if !status.success() {
         bail!("`{command}` failed: {status}");
     }

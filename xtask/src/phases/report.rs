@@ -14,13 +14,15 @@ use super::scheduler::{RunRecord, Status};
 use super::svg;
 
 /// The version of the `report.json` layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Two events closer than this are taken as one causing the other.
 const RELEASE_SLACK: Duration = Duration::from_millis(20);
 
 /// A run and what can be derived from it.
 pub struct Report<'a> {
+    /// The service whose environment ran (`all` for `e2e all`).
+    pub service: String,
     pub title: String,
     pub run_id: String,
     pub plan: &'a Plan,
@@ -39,9 +41,21 @@ pub struct PhaseRow {
 }
 
 impl<'a> Report<'a> {
-    pub fn new(title: impl Into<String>, run_id: impl Into<String>, plan: &'a Plan, run: &'a RunRecord) -> Report<'a> {
+    pub fn new(
+        service: impl Into<String>,
+        title: impl Into<String>,
+        run_id: impl Into<String>,
+        plan: &'a Plan,
+        run: &'a RunRecord,
+    ) -> Report<'a> {
         let critical = critical_path(plan, run);
-        Report { title: title.into(), run_id: run_id.into(), plan, run, critical }
+        Report { service: service.into(), title: title.into(), run_id: run_id.into(), plan, run, critical }
+    }
+
+    /// What the teardown tasks that succeeded said they did, in plan order.
+    pub fn teardown_notes(&self) -> Vec<&str> {
+        let tasks = self.plan.tasks().iter().zip(&self.run.tasks);
+        tasks.filter(|(task, _)| task.is_teardown()).filter_map(|(_, record)| record.note.as_deref()).collect()
     }
 
     /// What running every task one after another would have cost.
@@ -134,6 +148,9 @@ impl<'a> Report<'a> {
         if cached > 0 {
             let _ = writeln!(out, "  cached: {cached} of {} tasks had nothing to do", self.plan.len());
         }
+        for note in self.teardown_notes() {
+            let _ = writeln!(out, "  {note}");
+        }
         if let Some(summary) = self.run.failure_summary() {
             let _ = writeln!(out, "  {summary}");
             for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
@@ -171,7 +188,9 @@ impl<'a> Report<'a> {
                     "kind": task.kind,
                     "stage": task.stage,
                     "deps": task.deps,
+                    "when": task.when,
                     "status": record.status,
+                    "note": record.note,
                     "start_s": secs(record.start),
                     "end_s": secs(record.end),
                     "duration_s": secs(record.elapsed()),
@@ -188,6 +207,7 @@ impl<'a> Report<'a> {
             .collect();
         json!({
             "schema": SCHEMA_VERSION,
+            "service": self.service,
             "title": self.title,
             "run_id": self.run_id,
             "strategy": self.run.strategy,
@@ -196,6 +216,7 @@ impl<'a> Report<'a> {
             "outcome": outcome,
             "summary": self.run.failure_summary(),
             "makespan_s": secs(Some(self.run.makespan)),
+            "up_s": secs(Some(self.run.up)),
             "sum_of_tasks_s": secs(Some(self.sum_of_tasks())),
             "saving_s": secs(Some(saved)),
             "critical_path": self.critical_ids(),
@@ -316,7 +337,7 @@ mod tests {
     }
 
     fn record(start: u64, end: u64) -> TaskRecord {
-        TaskRecord { status: Status::Ok, start: Some(ms(start)), end: Some(ms(end)), error: None, log_tail: Vec::new() }
+        TaskRecord { status: Status::Ok, start: Some(ms(start)), end: Some(ms(end)), ..TaskRecord::default() }
     }
 
     fn run_of(tasks: Vec<TaskRecord>) -> RunRecord {
@@ -325,6 +346,7 @@ mod tests {
             strategy: Strategy::Dag,
             jobs: 2,
             started_at: jiff::Timestamp::UNIX_EPOCH,
+            up: makespan,
             makespan,
             interrupted: false,
             tasks,
@@ -374,7 +396,7 @@ mod tests {
     fn summary_counts_and_saving() {
         let plan = plan(&[("a", &[]), ("b", &[]), ("c", &["a", "b"])]);
         let run = run_of(vec![record(0, 1000), record(0, 1000), record(1000, 2000)]);
-        let report = Report::new("t", "r", &plan, &run);
+        let report = Report::new("t", "t", "r", &plan, &run);
         assert_eq!(report.sum_of_tasks(), ms(3000));
         let json = report.json();
         assert_eq!(json["saving_s"], 1.0);
@@ -392,10 +414,9 @@ mod tests {
         failed.error = Some("boom".into());
         let mut cancelled = record(0, 120);
         cancelled.status = Status::Cancelled;
-        let not_started =
-            TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: Vec::new() };
+        let not_started = TaskRecord::default();
         let run = run_of(vec![failed, cancelled, not_started]);
-        let report = Report::new("t", "r", &plan, &run);
+        let report = Report::new("t", "t", "r", &plan, &run);
         assert_eq!(run.failure_summary().unwrap(), "failed 1 of 3, cancelled 1, not started 1");
         assert!(report.terminal().contains("infra/a: boom"));
         assert_eq!(report.json()["outcome"], "failed");

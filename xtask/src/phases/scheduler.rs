@@ -6,18 +6,18 @@
 //! what runs; every task ends with a status.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{Kind, Plan, Task};
 use super::progress::Progress;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Start each task as soon as its dependencies finish.
@@ -69,6 +69,22 @@ pub struct TaskCx {
     pub cancel: CancellationToken,
     /// `logs/<task>.log`: every command's output goes here.
     pub log: Utf8PathBuf,
+    note: Arc<Mutex<Option<String>>>,
+}
+
+impl TaskCx {
+    pub fn new(cancel: CancellationToken, log: Utf8PathBuf) -> TaskCx {
+        TaskCx { cancel, log, note: Arc::default() }
+    }
+
+    /// What the summary says the task did, instead of its plan's [`Task::done`].
+    pub fn note(&self, text: impl Into<String>) {
+        *self.note.lock().unwrap() = Some(text.into());
+    }
+
+    fn take_note(&self) -> Option<String> {
+        self.note.lock().unwrap().take()
+    }
 }
 
 /// Carries out a task's steps. The real one drives docker/podman, kind and kube-rs; tests use
@@ -80,14 +96,17 @@ pub trait Executor: Send + Sync + 'static {
     fn run_async(&self, task: &Task, cx: &TaskCx) -> impl Future<Output = anyhow::Result<Outcome>> + Send;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
     Cached,
     Failed,
     Cancelled,
+    #[default]
     NotStarted,
+    /// A teardown task whose condition did not hold.
+    Skipped,
 }
 
 impl Status {
@@ -98,12 +117,17 @@ impl Status {
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
             Status::NotStarted => "not started",
+            Status::Skipped => "skipped",
         }
+    }
+
+    fn succeeded(self) -> bool {
+        matches!(self, Status::Ok | Status::Cached | Status::Skipped)
     }
 }
 
 /// One task's part in a run; times are offsets from the run's start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskRecord {
     pub status: Status,
     pub start: Option<Duration>,
@@ -111,6 +135,8 @@ pub struct TaskRecord {
     pub error: Option<String>,
     /// The last lines of the task's log, for a failed task.
     pub log_tail: Vec<String>,
+    /// What it did, in a line, once it succeeded.
+    pub note: Option<String>,
 }
 
 impl TaskRecord {
@@ -125,6 +151,9 @@ pub struct RunRecord {
     pub strategy: Strategy,
     pub jobs: usize,
     pub started_at: jiff::Timestamp,
+    /// When the last task before teardown ended.
+    pub up: Duration,
+    /// When the last task, teardown included, ended.
     pub makespan: Duration,
     pub interrupted: bool,
     pub tasks: Vec<TaskRecord>,
@@ -136,7 +165,7 @@ impl RunRecord {
     }
 
     pub fn succeeded(&self) -> bool {
-        !self.interrupted && self.tasks.iter().all(|t| matches!(t.status, Status::Ok | Status::Cached))
+        !self.interrupted && self.tasks.iter().all(|t| t.status.succeeded())
     }
 
     /// "failed N of M, cancelled K, not started J", or None when every task succeeded.
@@ -155,12 +184,28 @@ impl RunRecord {
     }
 }
 
+/// How a plan is run: the strategy, the build pool's size, and whether a failure stops it.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub strategy: Strategy,
+    /// How many build tasks run at once.
+    pub jobs: usize,
+    /// A failure only stops the tasks that wait for it, as `make -k` does, instead of the run.
+    pub keep_going: bool,
+}
+
+impl Schedule {
+    pub fn new(strategy: Strategy, jobs: usize) -> Schedule {
+        Schedule { strategy, jobs, keep_going: false }
+    }
+}
+
 /// How many log lines a failed task's record keeps.
 const LOG_TAIL: usize = 20;
 
 enum Event {
     Started(usize, Duration),
-    Finished { task: usize, result: anyhow::Result<Outcome>, started: bool, at: Duration },
+    Finished { task: usize, result: anyhow::Result<(Outcome, Option<String>)>, started: bool, at: Duration },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -170,12 +215,13 @@ enum State {
     Done,
 }
 
-/// Runs `plan` to the end. Cancelling `cancel` (Ctrl-C) stops the run like a failure does.
+/// Runs `plan` to the end: first every task but teardown, then the teardown tasks whose
+/// condition holds, on their own token, as far as they get. Cancelling `cancel` (Ctrl-C)
+/// stops the first part like a failure does; it never stops teardown.
 pub async fn run<E: Executor>(
     plan: Arc<Plan>,
     executor: Arc<E>,
-    strategy: Strategy,
-    jobs: usize,
+    schedule: Schedule,
     log_dir: &Utf8Path,
     progress: &mut dyn Progress,
     cancel: CancellationToken,
@@ -189,112 +235,184 @@ pub async fn run<E: Executor>(
             .build()
             .expect("cannot start a thread pool")
     };
-    let build_pool = pool(jobs, "build");
-    let process_pool = pool(plan.tasks().iter().filter(|t| t.kind == Kind::Process).count(), "process");
+    let pass = Pass {
+        plan: &plan,
+        executor: &executor,
+        build_pool: pool(schedule.jobs, "build"),
+        process_pool: pool(plan.tasks().iter().filter(|t| t.kind == Kind::Process).count(), "process"),
+        strategy: schedule.strategy,
+        log_dir,
+        t0,
+    };
+    let mut records = vec![TaskRecord::default(); plan.len()];
+    let up: Vec<bool> = plan.tasks().iter().map(|t| !t.is_teardown()).collect();
+    let interrupted = pass.drive(Part::Up, &up, schedule.keep_going, cancel, &mut records, progress).await;
+    let up_end = t0.elapsed();
 
-    let n = plan.len();
-    let mut state = vec![State::Pending; n];
-    let mut waiting_on: Vec<usize> = (0..n).map(|i| plan.deps(i).len()).collect();
-    let mut records: Vec<TaskRecord> = (0..n)
-        .map(|_| TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: Vec::new() })
-        .collect();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    // Tasks see `stop`: a failing task fires it itself, so not even a queued task starts after
-    // it; `cancel` (the caller's, e.g. Ctrl-C) fires it too.
-    let stop = cancel.child_token();
-    let mut in_flight = 0usize;
-    let mut stopping = false;
-    let mut interrupted = false;
-
-    loop {
-        if !stopping {
-            for i in ready(&plan, strategy, &state, &waiting_on, in_flight) {
-                state[i] = State::InFlight;
-                in_flight += 1;
-                let cx = TaskCx { cancel: stop.clone(), log: log_dir.join(format!("{}.log", plan.tasks()[i].id)) };
-                let (plan, executor, tx) = (plan.clone(), executor.clone(), tx.clone());
-                if plan.tasks()[i].kind == Kind::Api {
-                    tokio::spawn(async move {
-                        let _ = tx.send(Event::Started(i, t0.elapsed()));
-                        let result = tokio::select! {
-                            biased;
-                            _ = cx.cancel.cancelled() => Err(Cancelled.into()),
-                            result = executor.run_async(&plan.tasks()[i], &cx) => result,
-                        };
-                        stop_on_failure(&result, &cx.cancel);
-                        let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
-                    });
-                    continue;
-                }
-                let pool = if plan.tasks()[i].kind == Kind::Build { &build_pool } else { &process_pool };
-                pool.spawn(move || {
-                    if cx.cancel.is_cancelled() {
-                        let _ = tx.send(Event::Finished {
-                            task: i,
-                            result: Err(Cancelled.into()),
-                            started: false,
-                            at: t0.elapsed(),
-                        });
-                        return;
-                    }
-                    let _ = tx.send(Event::Started(i, t0.elapsed()));
-                    let result = executor.run_blocking(&plan.tasks()[i], &cx);
-                    stop_on_failure(&result, &cx.cancel);
-                    let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
-                });
-            }
-        }
-        if in_flight == 0 {
-            break;
-        }
-        let event = tokio::select! {
-            event = rx.recv() => event.expect("the scheduler holds a sender"),
-            _ = cancel.cancelled(), if !stopping => {
-                stopping = true;
-                interrupted = true;
-                continue;
-            }
-        };
-        match event {
-            Event::Started(i, at) => {
-                records[i].start = Some(at);
-                progress.started(&plan.tasks()[i]);
-            }
-            Event::Finished { task: i, result, started, at } => {
-                in_flight -= 1;
-                state[i] = State::Done;
-                let record = &mut records[i];
-                if started {
-                    record.end = Some(at);
-                }
-                record.status = match result {
-                    Ok(Outcome::Done) => Status::Ok,
-                    Ok(Outcome::Cached) => Status::Cached,
-                    Err(_) if !started => Status::NotStarted,
-                    Err(err) if err.is::<Cancelled>() => Status::Cancelled,
-                    Err(err) => {
-                        record.error = Some(format!("{err:#}"));
-                        record.log_tail = tail(&log_dir.join(format!("{}.log", plan.tasks()[i].id)), LOG_TAIL);
-                        stopping = true;
-                        Status::Failed
-                    }
-                };
-                if matches!(record.status, Status::Ok | Status::Cached) {
-                    for &d in plan.dependents(i) {
-                        waiting_on[d] -= 1;
-                    }
-                }
-                if started {
-                    progress.finished(&plan.tasks()[i], &records[i]);
-                }
-            }
+    let succeeded = !interrupted && (0..plan.len()).filter(|&i| up[i]).all(|i| records[i].status.succeeded());
+    let mut down = vec![false; plan.len()];
+    for (i, task) in plan.tasks().iter().enumerate().filter(|(i, _)| !up[*i]) {
+        if task.when.holds(succeeded) {
+            down[i] = true;
+        } else {
+            records[i].status = Status::Skipped;
         }
     }
-    RunRecord { strategy, jobs, started_at, makespan: t0.elapsed(), interrupted, tasks: records }
+    pass.drive(Part::Teardown, &down, true, CancellationToken::new(), &mut records, progress).await;
+    RunRecord {
+        strategy: schedule.strategy,
+        jobs: schedule.jobs,
+        started_at,
+        up: up_end,
+        makespan: t0.elapsed(),
+        interrupted,
+        tasks: records,
+    }
 }
 
-fn stop_on_failure(result: &anyhow::Result<Outcome>, stop: &CancellationToken) {
-    if result.as_ref().is_err_and(|err| !err.is::<Cancelled>()) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Up,
+    Teardown,
+}
+
+/// What both parts of a run (before teardown, and teardown) run with.
+struct Pass<'a, E> {
+    plan: &'a Arc<Plan>,
+    executor: &'a Arc<E>,
+    build_pool: rayon::ThreadPool,
+    process_pool: rayon::ThreadPool,
+    strategy: Strategy,
+    log_dir: &'a Utf8Path,
+    t0: Instant,
+}
+
+impl<E: Executor> Pass<'_, E> {
+    /// Runs the tasks marked in `members` until none can start and none runs. With
+    /// `keep_going` a failure stops only its dependents, which never start; otherwise it stops
+    /// new starts and cancels what runs. In teardown every task runs: a dependency only orders
+    /// it. Returns whether `cancel` fired.
+    async fn drive(
+        &self,
+        part: Part,
+        members: &[bool],
+        keep_going: bool,
+        cancel: CancellationToken,
+        records: &mut [TaskRecord],
+        progress: &mut dyn Progress,
+    ) -> bool {
+        let (plan, t0) = (self.plan, self.t0);
+        let n = plan.len();
+        let mut state: Vec<State> = (0..n).map(|i| if members[i] { State::Pending } else { State::Done }).collect();
+        let mut waiting_on: Vec<usize> = (0..n).map(|i| plan.deps(i).iter().filter(|&&d| members[d]).count()).collect();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        // Tasks see `stop`: a failing task fires it itself, so not even a queued task starts after
+        // it; `cancel` (the caller's, e.g. Ctrl-C) fires it too.
+        let stop = cancel.child_token();
+        let mut in_flight = 0usize;
+        let mut stopping = false;
+        let mut interrupted = false;
+
+        loop {
+            if !stopping {
+                for i in ready(plan, self.strategy, &state, &waiting_on, in_flight) {
+                    state[i] = State::InFlight;
+                    in_flight += 1;
+                    let cx = TaskCx::new(stop.clone(), self.log_dir.join(format!("{}.log", plan.tasks()[i].id)));
+                    let (plan, executor, tx) = (plan.clone(), self.executor.clone(), tx.clone());
+                    if plan.tasks()[i].kind == Kind::Api {
+                        tokio::spawn(async move {
+                            let _ = tx.send(Event::Started(i, t0.elapsed()));
+                            let result = tokio::select! {
+                                biased;
+                                _ = cx.cancel.cancelled() => Err(Cancelled.into()),
+                                result = executor.run_async(&plan.tasks()[i], &cx) => result,
+                            };
+                            let result = noted(result, &cx, &plan.tasks()[i]);
+                            stop_on_failure(&result, &cx.cancel, keep_going);
+                            let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
+                        });
+                        continue;
+                    }
+                    let pool = if plan.tasks()[i].kind == Kind::Build { &self.build_pool } else { &self.process_pool };
+                    pool.spawn(move || {
+                        if cx.cancel.is_cancelled() {
+                            let _ = tx.send(Event::Finished {
+                                task: i,
+                                result: Err(Cancelled.into()),
+                                started: false,
+                                at: t0.elapsed(),
+                            });
+                            return;
+                        }
+                        let _ = tx.send(Event::Started(i, t0.elapsed()));
+                        let result = executor.run_blocking(&plan.tasks()[i], &cx);
+                        let result = noted(result, &cx, &plan.tasks()[i]);
+                        stop_on_failure(&result, &cx.cancel, keep_going);
+                        let _ = tx.send(Event::Finished { task: i, result, started: true, at: t0.elapsed() });
+                    });
+                }
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let event = tokio::select! {
+                event = rx.recv() => event.expect("the scheduler holds a sender"),
+                _ = cancel.cancelled(), if !stopping => {
+                    stopping = true;
+                    interrupted = true;
+                    continue;
+                }
+            };
+            match event {
+                Event::Started(i, at) => {
+                    records[i].start = Some(at);
+                    progress.started(&plan.tasks()[i]);
+                }
+                Event::Finished { task: i, result, started, at } => {
+                    in_flight -= 1;
+                    state[i] = State::Done;
+                    let record = &mut records[i];
+                    if started {
+                        record.end = Some(at);
+                    }
+                    record.status = match result {
+                        Ok((Outcome::Done, note)) => {
+                            record.note = note;
+                            Status::Ok
+                        }
+                        Ok((Outcome::Cached, _)) => Status::Cached,
+                        Err(_) if !started => Status::NotStarted,
+                        Err(err) if err.is::<Cancelled>() => Status::Cancelled,
+                        Err(err) => {
+                            record.error = Some(format!("{err:#}"));
+                            record.log_tail = tail(&self.log_dir.join(format!("{}.log", plan.tasks()[i].id)), LOG_TAIL);
+                            stopping |= !keep_going;
+                            Status::Failed
+                        }
+                    };
+                    if record.status.succeeded() || part == Part::Teardown {
+                        for &d in plan.dependents(i) {
+                            waiting_on[d] = waiting_on[d].saturating_sub(1);
+                        }
+                    }
+                    if started {
+                        progress.finished(&plan.tasks()[i], &records[i]);
+                    }
+                }
+            }
+        }
+        interrupted
+    }
+}
+
+/// A successful result with what the task says it did: its own note, or the plan's.
+fn noted(result: anyhow::Result<Outcome>, cx: &TaskCx, task: &Task) -> anyhow::Result<(Outcome, Option<String>)> {
+    result.map(|outcome| (outcome, cx.take_note().or_else(|| task.done.clone())))
+}
+
+fn stop_on_failure<T>(result: &anyhow::Result<T>, stop: &CancellationToken, keep_going: bool) {
+    if !keep_going && result.as_ref().is_err_and(|err| !err.is::<Cancelled>()) {
         stop.cancel();
     }
 }

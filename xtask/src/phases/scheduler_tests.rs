@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::phases::plan::{Command, Phase, Task};
+use crate::phases::plan::{Command, Phase, Task, When};
 use crate::phases::process::run_command;
 use crate::phases::progress::Quiet;
 
@@ -129,7 +129,8 @@ async fn run_plan_with(
     let plan = Arc::new(Plan::new(tasks).unwrap());
     let exec = Arc::new(TestExecutor::new(acts));
     let logs = tempdir::TempDir::new();
-    let run = super::run(plan.clone(), exec.clone(), strategy, jobs, logs.path(), &mut Quiet, cancel).await;
+    let schedule = Schedule::new(strategy, jobs);
+    let run = super::run(plan.clone(), exec.clone(), schedule, logs.path(), &mut Quiet, cancel).await;
     Outcome2 { plan, run, max_builds: exec.max_builds.load(Ordering::SeqCst), _logs: logs }
 }
 
@@ -354,15 +355,21 @@ async fn a_failed_command_reports_its_exit_and_log_tail() {
     assert!(rec.log_tail[0].starts_with("$ sh -c"), "{:?}", rec.log_tail);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_from_outside_interrupts_the_run() {
-    let tasks = vec![task("slow", Kind::Process, 1, &[]), task("next", Kind::Api, 1, &["slow"])];
+/// A token cancelled from outside the run, as Ctrl-C would, after `delay`.
+fn cancelled_after(delay: Duration) -> CancellationToken {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(delay).await;
         trigger.cancel();
     });
+    cancel
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_from_outside_interrupts_the_run() {
+    let tasks = vec![task("slow", Kind::Process, 1, &[]), task("next", Kind::Api, 1, &["slow"])];
+    let cancel = cancelled_after(Duration::from_millis(100));
     let acts = [("slow", Act::Spawn(Command::new("sleep", ["30"]))), ("next", Act::Sleep(1))];
     let out = run_plan_with(tasks, &acts, Strategy::Dag, 1, cancel).await;
     assert!(out.run.interrupted);
@@ -401,8 +408,7 @@ fn progress_lines_are_timestamped() {
         status: Status::Ok,
         start: Some(Duration::ZERO),
         end: Some(Duration::from_millis(6400)),
-        error: None,
-        log_tail: vec![],
+        ..TaskRecord::default()
     };
     plain.finished(&t, &rec);
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
@@ -412,4 +418,116 @@ fn progress_lines_are_timestamped() {
     assert!(clock.chars().filter(|c| *c == ':').count() == 2 && clock.contains('.'), "{clock}");
     assert_eq!(rest, " start     images/build-gateway");
     assert!(lines[1].ends_with("ok        images/build-gateway 6.4s"), "{}", lines[1]);
+}
+
+fn teardown(id: &str, when: When, deps: &[&str]) -> Task {
+    Task::teardown(id, Kind::Api, when).after(deps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_runs_after_a_failure_whatever_its_condition_says() {
+    let tasks = vec![
+        task("doomed", Kind::Api, 1, &[]),
+        task("long", Kind::Api, 1, &[]),
+        teardown("diagnostics", When::Failed, &[]),
+        teardown("delete", When::Always, &["diagnostics"]).done("deleted it"),
+        teardown("prune", When::Succeeded, &[]),
+    ];
+    let acts = [
+        ("doomed", Act::Fail(20)),
+        ("long", Act::Sleep(5_000)),
+        ("diagnostics", Act::Sleep(30)),
+        ("delete", Act::Sleep(10)),
+        ("prune", Act::Sleep(10)),
+    ];
+    let out = run_plan(tasks, &acts, Strategy::Dag, 2).await;
+    assert_eq!(out.rec("long").status, Status::Cancelled);
+    assert_eq!(out.rec("diagnostics").status, Status::Ok, "teardown is not cancelled by the failure");
+    assert_eq!(out.rec("delete").status, Status::Ok);
+    assert_eq!(out.rec("prune").status, Status::Skipped);
+    assert!(out.rec("prune").start.is_none());
+    assert_eq!(out.rec("delete").note.as_deref(), Some("deleted it"));
+    let up_end = out.span("doomed").1.max(out.span("long").1);
+    assert!(out.span("diagnostics").0 >= up_end, "teardown started before the rest ended");
+    assert!(out.span("delete").0 >= out.span("diagnostics").1, "teardown's own order");
+    assert!(out.run.up <= out.span("diagnostics").0 && out.run.makespan >= out.span("delete").1);
+    assert_eq!(out.run.failure_summary().unwrap(), "failed 1 of 5, cancelled 1, not started 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_success_teardown_skips_diagnostics_and_prunes() {
+    let tasks = vec![
+        task("ok", Kind::Api, 1, &[]),
+        teardown("diagnostics", When::Failed, &[]),
+        teardown("delete", When::Always, &["diagnostics"]),
+        teardown("prune", When::Succeeded, &[]),
+    ];
+    let acts =
+        [("ok", Act::Sleep(5)), ("diagnostics", Act::Sleep(5)), ("delete", Act::Sleep(5)), ("prune", Act::Sleep(5))];
+    let out = run_plan(tasks, &acts, Strategy::Sequential, 1).await;
+    let statuses: Vec<Status> = out.run.tasks.iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [Status::Ok, Status::Skipped, Status::Ok, Status::Ok]);
+    assert!(out.run.succeeded(), "a skipped teardown task is no failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_stops_the_run_but_not_its_teardown() {
+    let tasks = vec![task("slow", Kind::Process, 1, &[]), teardown("delete", When::Always, &[])];
+    let cancel = cancelled_after(Duration::from_millis(100));
+    let acts = [("slow", Act::Spawn(Command::new("sleep", ["30"]))), ("delete", Act::Sleep(200))];
+    let out = run_plan_with(tasks, &acts, Strategy::Dag, 1, cancel).await;
+    assert!(out.run.interrupted);
+    assert_eq!(out.rec("slow").status, Status::Cancelled);
+    assert_eq!(out.rec("delete").status, Status::Ok, "the cancelled token never reaches teardown");
+    assert!(out.span("delete").1 - out.span("delete").0 >= Duration::from_millis(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_teardown_task_does_not_stop_the_next() {
+    let tasks = vec![
+        task("ok", Kind::Api, 1, &[]),
+        teardown("logs", When::Always, &[]),
+        teardown("delete", When::Always, &["logs"]),
+    ];
+    let acts = [("ok", Act::Sleep(5)), ("logs", Act::Fail(5)), ("delete", Act::Sleep(5))];
+    let out = run_plan(tasks, &acts, Strategy::Dag, 1).await;
+    assert_eq!(out.rec("logs").status, Status::Failed);
+    assert_eq!(out.rec("delete").status, Status::Ok);
+    assert!(!out.run.succeeded(), "a failed teardown fails the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_going_stops_only_what_waits_for_the_failure() {
+    let tasks = vec![
+        task("doomed", Kind::Build, 1, &[]),
+        task("other", Kind::Build, 1, &[]),
+        task("after", Kind::Api, 1, &["doomed"]),
+    ];
+    let acts = [("doomed", Act::Fail(10)), ("other", Act::Sleep(150)), ("after", Act::Sleep(1))];
+    let plan = Arc::new(Plan::new(tasks).unwrap());
+    let logs = tempdir::TempDir::new();
+    let schedule = Schedule { strategy: Strategy::Dag, jobs: 2, keep_going: true };
+    let exec = Arc::new(TestExecutor::new(&acts));
+    let run = super::run(plan.clone(), exec, schedule, logs.path(), &mut Quiet, CancellationToken::new()).await;
+    let status = |id: &str| run.tasks[plan.index_of(id).unwrap()].status;
+    assert_eq!((status("doomed"), status("other"), status("after")), (Status::Failed, Status::Ok, Status::NotStarted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_to_interrupt_gets_sigint_and_finishes_its_cleanup() {
+    let dir = tempdir::TempDir::new();
+    let cleaned = dir.path().join("cleaned");
+    // Cleans up on SIGINT, after a moment: a child run tearing down its environment.
+    let script = format!("trap 'sleep 0.2; echo done > {cleaned}; exit 0' INT; sleep 30 & wait; sleep 30");
+    let tasks = vec![task("child", Kind::Build, 1, &[]), task("doomed", Kind::Api, 1, &[])];
+    let acts =
+        [("child", Act::Spawn(Command::new("sh", ["-c", &script]).interrupt_on_cancel())), ("doomed", Act::Fail(100))];
+    let out = run_plan(tasks, &acts, Strategy::Dag, 1).await;
+    assert_eq!(out.rec("child").status, Status::Cancelled);
+    assert_eq!(
+        std::fs::read_to_string(&cleaned).unwrap_or_default(),
+        "done\n",
+        "the child was killed before its cleanup"
+    );
+    assert!(out.span("child").1 < Duration::from_secs(5));
 }

@@ -19,6 +19,7 @@ fn colour(phase: Phase) -> &'static str {
         Phase::Infra => "#59a14f",
         Phase::Services => "#b07aa1",
         Phase::Tests => "#76b7b2",
+        Phase::Teardown => "#9c755f",
     }
 }
 
@@ -156,15 +157,14 @@ mod tests {
             status,
             start: Some(Duration::from_millis(s)),
             end: Some(Duration::from_millis(e)),
-            error: None,
-            log_tail: vec![],
+            ..TaskRecord::default()
         };
-        let not_started =
-            TaskRecord { status: Status::NotStarted, start: None, end: None, error: None, log_tail: vec![] };
+        let not_started = TaskRecord::default();
         let run = RunRecord {
             strategy: Strategy::Dag,
             jobs: 2,
             started_at: jiff::Timestamp::UNIX_EPOCH,
+            up: Duration::from_millis(3000),
             makespan: Duration::from_millis(3000),
             interrupted: false,
             tasks: vec![
@@ -174,7 +174,7 @@ mod tests {
                 not_started,
             ],
         };
-        let report = Report::new("gateway e2e", "run", &plan, &run);
+        let report = Report::new("gateway", "gateway e2e", "run", &plan, &run);
         let svg = timeline(&report);
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let root = doc.root_element();
