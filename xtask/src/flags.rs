@@ -196,12 +196,17 @@ Examples:
                                                   deploy into a fresh namespace of an existing cluster
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
                                                   push the images to a registry the cluster pulls from
-  cargo xtask e2e all                             every environment in one Kind cluster, a table at the end")]
+  cargo xtask e2e all                             every environment in one Kind cluster, a table at the end
+  cargo xtask e2e gc --dry-run                    what killed runs left behind, removed by the next run")]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct E2e {
+    #[command(subcommand)]
+    pub command: Option<E2eCmd>,
+
     /// The service whose environment and specs to run, or `all` for every one, each in its own
     /// namespace of one shared cluster.
-    #[arg(value_parser = selection())]
-    pub service: Selection,
+    #[arg(value_parser = selection(), required = true)]
+    pub service: Option<Selection>,
 
     /// With `all`: how many environments come up at once.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -290,6 +295,21 @@ pub struct E2e {
     /// is then ignored.
     #[arg(long, hide = true, value_name = "FILE")]
     pub settings: Option<Utf8PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum E2eCmd {
+    Gc(Gc),
+}
+
+/// Remove what runs that were killed (or whose machine went down) left behind: their Kind
+/// clusters, namespaces, processes and image archives. Every run does this first; a live run's,
+/// and what a run kept (`--keep-cluster`, `--reuse-cluster`), are never touched.
+#[derive(Debug, Args)]
+pub struct Gc {
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// How many images per repository `e2e` keeps after a successful run; `None` keeps all.

@@ -70,7 +70,13 @@ fn command<S: AsRef<str>>(args: &[S], dir: &Path, envs: &[(&str, String)]) -> Co
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     // The report directory goes before the specs' own arguments, if any.
     let (flags, spec_args) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
-    cmd.args(flags).arg("--report-dir").arg(dir).args(spec_args);
+    if flags.get(1) != Some(&"gc") {
+        cmd.args(flags).arg("--report-dir").arg(dir).args(spec_args);
+    } else {
+        cmd.args(flags);
+    }
+    // Run files of this test only: a test's killed run is no other test's garbage.
+    cmd.env("REMEDY_STATE_DIR", dir.parent().unwrap_or(dir).join("state"));
     cmd.current_dir(root()).env("CI", "true").stdin(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
@@ -389,8 +395,12 @@ impl Shim {
 
     fn envs(&self) -> Vec<(&'static str, String)> {
         let path = format!("{}:{}", root().join("test/kind-shim").display(), std::env::var("PATH").unwrap());
+        let base = std::env::var("REMEDY_IMAGE_BASE").expect("REMEDY_IMAGE_BASE is not set: run by cargo xtask test");
         let mut envs = cluster_images();
         envs.extend([
+            // A value left in the user's shell, which the xtask must not inherit.
+            ("KIND_EXPERIMENTAL_PROVIDER", "nerdctl".to_owned()),
+            ("KIND_SHIM_NODE_IMAGE", base),
             ("PATH", path),
             ("HOME", self.home.to_str().unwrap().to_owned()),
             ("KIND_SHIM_LOG", self.log.to_str().unwrap().to_owned()),
@@ -409,23 +419,43 @@ impl Shim {
     }
 }
 
-fn kind_run_expectations(shim: &Shim, run: &Run, provider: &str) {
+/// `third_party`: whether the engine had PostgreSQL's image, so that the run loaded it too.
+fn kind_run_expectations(shim: &Shim, run: &Run, provider: &str, third_party: bool) {
     let dir = run.dir.to_str().unwrap();
     let run_id = run.report["run_id"].as_str().unwrap();
     let name = format!("remedy-datastorage-{}", &run_id[run_id.len() - 6..]);
+    let calls = shim.calls();
     assert_eq!(
-        shim.calls(),
+        calls[..3],
         [
             format!("provider={provider} kind version"),
+            format!("provider={provider} kind get clusters"),
             format!(
-                "provider={provider} kind create cluster --name {name} --config {dir}/kind-config.yaml --kubeconfig {dir}/kubeconfig --wait 5m"
+                "provider={provider} kind create cluster --name {name} --config {dir}/kind-config.yaml --kubeconfig {dir}/kubeconfig --retain --wait 5m"
             ),
-            format!("provider={provider} kind load image-archive {dir}/images/datastorage.tar --name {name}"),
-            format!("provider={provider} kind delete cluster --name {name} --kubeconfig {dir}/kubeconfig"),
-        ]
+        ],
+        "{calls:#?}"
+    );
+    // The loads run side by side: the built image, and PostgreSQL's when the engine has it.
+    let load = |bin: &str| format!("provider={provider} kind load image-archive {dir}/images/{bin}.tar --name {name}");
+    let end = calls.len() - 1;
+    let mut loads = calls[3..end].to_vec();
+    loads.sort();
+    let expected = if third_party { vec![load("datastorage"), load("postgres")] } else { vec![load("datastorage")] };
+    assert_eq!(loads, expected, "{calls:#?}");
+    assert_eq!(
+        calls[end..],
+        [format!("provider={provider} kind delete cluster --name {name} --kubeconfig {dir}/kubeconfig")],
+        "{calls:#?}"
     );
     shim.assert_kubeconfig_untouched();
     assert!(!run.dir.join("kubeconfig").exists(), "the private kubeconfig outlived the cluster");
+    let archives: Vec<_> = std::fs::read_dir(run.dir.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tar"))
+        .collect();
+    assert!(archives.is_empty(), "image archives left after their load: {archives:?}");
     let config = std::fs::read_to_string(run.dir.join("kind-config.yaml")).unwrap();
     assert!(config.contains("containerPort: 30281") && config.contains("hostPort: 18281"), "{config}");
     assert_clean(run, "datastorage");
@@ -439,20 +469,21 @@ fn on_local_cluster_the_kind_path_runs_the_exact_kind_commands() {
     let run = xtask(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0, &shim.envs());
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.report["outcome"], "ok");
-    kind_run_expectations(&shim, &run, "-");
+    // The provider is set for docker too, whatever the shell had.
+    kind_run_expectations(&shim, &run, "docker", true);
 }
 
 /// Deletes a kept shim cluster when dropped, so a failed assertion leaves no forwarders,
 /// node container or namespaces for the next test.
 struct KeptCluster<'a> {
     shim: &'a Shim,
-    name: &'static str,
+    name: String,
 }
 
 impl Drop for KeptCluster<'_> {
     fn drop(&mut self) {
         let status = Command::new("kind")
-            .args(["delete", "cluster", "--name", self.name])
+            .args(["delete", "cluster", "--name", &self.name])
             .envs(self.shim.envs())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -470,25 +501,51 @@ impl Drop for KeptCluster<'_> {
 fn on_local_cluster_a_reused_kind_cluster_gets_each_image_once() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let shim = Shim::new("reuse");
-    let mut envs = shim.envs();
-    let base = std::env::var("REMEDY_IMAGE_BASE").expect("REMEDY_IMAGE_BASE is not set: run by cargo xtask test");
-    envs.push(("KIND_SHIM_NODE_IMAGE", base));
+    let envs = shim.envs();
     let args = ["e2e", "datastorage", "--engine", "docker", "--reuse-cluster"];
-    let _kept = KeptCluster { shim: &shim, name: "remedy-datastorage" };
+    let _kept = KeptCluster { shim: &shim, name: "remedy-datastorage".into() };
 
     let first = xtask(&args, &shim.scratch.0.join("first"), &envs);
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     assert_eq!(first.task("load-image-datastorage")["status"], "ok");
+    assert!(first.stderr.contains("kept kind cluster remedy-datastorage, kubeconfig "), "{}", first.stderr);
+    // After a reboot podman leaves a kind node stopped; kind still lists its cluster.
+    let node = "remedy-datastorage-control-plane";
+    let stopped = Command::new("docker").args(["stop", "--time", "1", node]).output().unwrap();
+    assert!(stopped.status.success(), "docker stop {node}: {}", String::from_utf8_lossy(&stopped.stderr));
+    // Kind turns the node's image garbage collection off: older tags pruned from the engine go
+    // from the node too. Four tags newer than the run's own, in the engine and in the node.
+    let base = std::env::var("REMEDY_IMAGE_BASE").unwrap();
+    let fakes: Vec<String> = (1..=4).map(|i| format!("localhost/remedy/datastorage:prune-node-{i}")).collect();
+    let node_images = shim.scratch.0.join("kind-shim-clusters.remedy-datastorage.images");
+    for (i, image) in fakes.iter().enumerate() {
+        std::fs::write(shim.scratch.0.join("Dockerfile"), format!("FROM {base}\nLABEL remedy.test.prune-node={i}\n"))
+            .unwrap();
+        let built =
+            Command::new("docker").args(["build", "--quiet", "--tag", image]).arg(&shim.scratch.0).output().unwrap();
+        assert!(built.status.success(), "docker build {image}: {}", String::from_utf8_lossy(&built.stderr));
+        let mut list = std::fs::OpenOptions::new().append(true).open(&node_images).unwrap();
+        std::io::Write::write_all(&mut list, format!("{image}\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+    }
     let second = xtask(&args, &shim.scratch.0.join("second"), &envs);
+    let in_node = std::fs::read_to_string(&node_images).unwrap();
+    let in_engine: Vec<bool> = fakes.iter().map(|image| image_exists(image)).collect();
+    for image in &fakes {
+        let _ = Command::new("docker").args(["rmi", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
     assert_eq!(second.code, Some(0), "{}", second.stderr);
-    for task in ["cluster", "build-image-datastorage", "load-image-datastorage"] {
+    for task in ["cluster", "build-image-datastorage", "load-image-datastorage", "load-image-postgres"] {
         assert_eq!(second.task(task)["status"], "cached", "{task}");
     }
+    assert_eq!(in_engine, [false, true, true, true], "the newest 3 are kept in the engine");
+    assert!(!in_node.contains(&fakes[0]) && in_node.contains(&fakes[1]), "pruned from the node too: {in_node}");
 
     let calls = shim.calls();
     let count = |what: &str| calls.iter().filter(|c| c.contains(what)).count();
     assert_eq!(count("kind create cluster --name remedy-datastorage "), 1, "{calls:#?}");
-    assert_eq!(count("kind load image-archive"), 1, "{calls:#?}");
+    assert_eq!(count("/images/datastorage.tar"), 1, "{calls:#?}");
+    assert_eq!(count("/images/postgres.tar"), 1, "{calls:#?}");
     assert_eq!(count("kind export kubeconfig --name remedy-datastorage"), 2, "{calls:#?}");
     assert_eq!(count("kind delete cluster"), 0, "{calls:#?}");
     assert!(namespace_exists("remedy-datastorage"), "the reused environment was not kept");
@@ -529,7 +586,8 @@ fn on_local_cluster_podman_builds_and_saves_images_for_kind() {
     envs.push(("CONTAINERS_CONF", conf.to_str().unwrap().to_owned()));
     let run = xtask(&["e2e", "datastorage", "--engine", "podman"], &shim.scratch.0, &envs);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    kind_run_expectations(&shim, &run, "podman");
+    // Podman's storage has only the base image: the node pulls PostgreSQL's.
+    kind_run_expectations(&shim, &run, "podman", false);
     let build_log = std::fs::read_to_string(run.dir.join("logs/build-image-datastorage.log")).unwrap();
     assert!(build_log.contains("$ podman build") || build_log.contains("nothing to do"), "{build_log}");
     let load_log = std::fs::read_to_string(run.dir.join("logs/load-image-datastorage.log")).unwrap();
@@ -551,7 +609,11 @@ fn on_local_cluster_a_port_in_use_is_named_before_any_cluster_exists() {
         "{}",
         run.stderr
     );
-    assert_eq!(shim.calls(), ["provider=- kind version"], "work started despite the busy port");
+    assert_eq!(
+        shim.calls(),
+        ["provider=docker kind version", "provider=docker kind get clusters"],
+        "work started despite the busy port"
+    );
     shim.assert_kubeconfig_untouched();
 }
 
@@ -775,4 +837,170 @@ fn on_local_cluster_an_unreachable_registry_fails_before_any_work() {
     assert!(errors[0].ends_with("start it, or pass the right --registry"), "{}", run.stderr);
     // Nothing ran: no task log, no report, so no namespace was made either.
     assert!(!dir.exists(), "the run left {}", dir.display());
+}
+
+/// Runs the shim's kind as a user would, outside the xtask.
+fn shim_kind(shim: &Shim, args: &[&str]) -> std::process::Output {
+    let cmd = Command::new("kind")
+        .args(args)
+        .envs(shim.envs())
+        .env("KIND_EXPERIMENTAL_PROVIDER", "docker")
+        .stdin(Stdio::null())
+        .output();
+    cmd.unwrap()
+}
+
+fn shim_clusters(shim: &Shim) -> Vec<String> {
+    let out = shim_kind(shim, &["get", "clusters"]);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_kind_cluster_the_run_did_not_create_is_refused_and_never_deleted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("theirs");
+    let config = shim.scratch.0.join("theirs.yaml");
+    std::fs::write(&config, "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n").unwrap();
+    let kubeconfig = shim.scratch.0.join("theirs.kubeconfig");
+    let made = shim_kind(
+        &shim,
+        &[
+            "create",
+            "cluster",
+            "--name",
+            "mine",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let _theirs = KeptCluster { shim: &shim, name: "mine".into() };
+    let before = shim.calls().len();
+    let dir = shim.scratch.0.join("run");
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker", "--cluster-name", "mine"], &dir, &shim.envs());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let error = run.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert_eq!(
+        error,
+        "error: a kind cluster named mine already exists: pass --reuse-cluster to use it (and keep it), or another --cluster-name"
+    );
+    let calls = shim.calls()[before..].to_vec();
+    assert!(!calls.iter().any(|c| c.contains("delete cluster") || c.contains("create cluster")), "{calls:#?}");
+    assert_eq!(shim_clusters(&shim), ["mine"], "the user's cluster is gone");
+    assert!(!dir.exists(), "the refused run left {}", dir.display());
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_failed_kind_create_is_diagnosed_then_deleted_and_says_only_what_it_did() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("createfails");
+    // After kind made the node: --retain keeps it for the logs, then the run deletes it.
+    let mut envs = shim.envs();
+    envs.push(("KIND_SHIM_CREATE_FAILS", "after-node".to_owned()));
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0.join("after"), &envs);
+    assert_failed_with(&run, "cluster", "kind create cluster");
+    assert!(run.dir.join("kind-logs/kind-version.txt").is_file(), "no kind logs: {}", run.stderr);
+    assert_eq!(run.task("delete-cluster")["status"], "ok");
+    assert!(run.stderr.contains("deleted kind cluster remedy-datastorage-"), "{}", run.stderr);
+    assert!(shim_clusters(&shim).is_empty(), "the failed cluster's nodes were left");
+    // Before any node existed: no logs to export, nothing to delete, and nothing said of either.
+    let mut envs = shim.envs();
+    envs.push(("KIND_SHIM_CREATE_FAILS", "before-node".to_owned()));
+    let before = shim.calls().len();
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0.join("before"), &envs);
+    assert_failed_with(&run, "cluster", "kind create cluster");
+    let calls = shim.calls()[before..].to_vec();
+    assert!(!calls.iter().any(|c| c.contains("export logs") || c.contains("delete cluster")), "{calls:#?}");
+    assert!(!run.stderr.contains("deleted kind cluster") && !run.stderr.contains("kind logs saved"), "{}", run.stderr);
+    assert_eq!(run.task("delete-cluster")["status"], "cached");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_kind_cluster_that_never_gets_ready_fails_naming_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("notready");
+    let mut envs = shim.envs();
+    envs.push(("KIND_SHIM_NOT_READY", "1".to_owned()));
+    let run = xtask(&["e2e", "datastorage", "--engine", "docker", "--wait-timeout", "5"], &shim.scratch.0, &envs);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.task("cluster")["status"], "ok", "kind's create exits 0 when --wait times out");
+    let error = run.task("namespace")["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("the cluster is not ready after 5s: the API server does not answer"), "{error}");
+    assert_eq!(run.task("postgresql")["status"], "not_started", "deployed onto a cluster that was not ready");
+    assert!(shim_clusters(&shim).is_empty(), "the cluster was not deleted");
+}
+
+/// Starts `args`, waits until the deploy phase has begun (PostgreSQL's task log exists), then
+/// SIGKILLs it: nothing of the run gets to tear down.
+fn killed_in_deploy(args: &[&str], dir: &Path, envs: &[(&str, String)]) -> String {
+    let mut child = command(args, dir, envs).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = dir.join("logs/postgresql.log");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "the deploy phase never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = dir.parent().unwrap().join("state");
+    let files: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one run file in {}", state.display());
+    files[0].path().file_stem().unwrap().to_str().unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_what_a_killed_run_left_is_removed_by_the_next() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("killed");
+    let args = on_existing(&["e2e", "datastorage"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run_id = killed_in_deploy(&args, &scratch.0.join("run"), &cluster_images());
+    let ns = format!("remedy-datastorage-{}", &run_id[run_id.len() - 6..]);
+    assert!(namespace_exists(&ns), "the killed run made no namespace: the test proves nothing");
+    let dry = xtask(&["e2e", "gc", "--dry-run"], &scratch.0.join("gc"), &[]);
+    assert!(
+        dry.stderr.contains(&format!("run {run_id} (pid ")) && dry.stderr.contains("would remove"),
+        "{}",
+        dry.stderr
+    );
+    assert!(namespace_exists(&ns), "a dry run removed the namespace");
+    let gc = xtask(&["e2e", "gc"], &scratch.0.join("gc"), &[]);
+    assert_eq!(gc.code, Some(0), "{}", gc.stderr);
+    assert!(gc.stderr.contains(&format!("namespace {ns}")), "{}", gc.stderr);
+    assert!(!namespace_exists(&ns), "namespace {ns} left behind");
+    let left = processes_mentioning(&format!("REMEDY_RUN={run_id}"));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let again = xtask(&["e2e", "gc"], &scratch.0.join("gc"), &[]);
+    assert!(again.stderr.contains("no run left anything behind"), "{}", again.stderr);
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_killed_runs_kind_cluster_is_deleted_but_a_kept_one_is_not() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shim = Shim::new("killedkind");
+    let fresh =
+        killed_in_deploy(&["e2e", "datastorage", "--engine", "docker"], &shim.scratch.0.join("fresh"), &shim.envs());
+    let fresh_name = format!("remedy-datastorage-{}", &fresh[fresh.len() - 6..]);
+    let _fresh = KeptCluster { shim: &shim, name: fresh_name.clone() };
+    assert!(shim_clusters(&shim).contains(&fresh_name), "the killed run made no cluster: the test proves nothing");
+    let gc = xtask(&["e2e", "gc"], &shim.scratch.0.join("gc"), &shim.envs());
+    assert_eq!(gc.code, Some(0), "{}", gc.stderr);
+    assert!(gc.stderr.contains(&format!("kind cluster {fresh_name}")), "{}", gc.stderr);
+    assert!(!shim_clusters(&shim).contains(&fresh_name), "the orphaned cluster was not deleted");
+    assert!(!gc.stderr.contains("could not remove"), "{}", gc.stderr);
+    assert!(!namespace_exists(&fresh_name), "its namespace outlived the cluster");
+
+    let args = ["e2e", "datastorage", "--engine", "docker", "--keep-cluster", "--cluster-name", "kept"];
+    killed_in_deploy(&args, &shim.scratch.0.join("kept"), &shim.envs());
+    let _kept = KeptCluster { shim: &shim, name: "kept".into() };
+    let gc = xtask(&["e2e", "gc"], &shim.scratch.0.join("gc"), &shim.envs());
+    assert_eq!(gc.code, Some(0), "{}", gc.stderr);
+    assert_eq!(shim_clusters(&shim), ["kept"], "a kept cluster was deleted");
 }

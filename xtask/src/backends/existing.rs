@@ -7,7 +7,7 @@ use anyhow::bail;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, CLUSTER, Delivery, Registry};
+use super::{Backend, CLUSTER, Delivery, Leftover, Registry};
 use crate::builders::Engine;
 use crate::catalog::Exposed;
 use crate::phases::{Command, Kind, KubeOp, Phase, Task, When};
@@ -63,9 +63,15 @@ impl Backend for ExistingCluster {
         self.registry.as_ref().map(|registry| registry.has(image))
     }
 
-    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: &str) -> Delivery {
-        let Some(registry) = &self.registry else {
-            return Delivery { tasks: Vec::new(), ready: built.to_owned() };
+    fn readiness(&self, _timeout: std::time::Duration) -> Option<KubeOp> {
+        // Its cluster task asks the API server for its version.
+        None
+    }
+
+    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: Option<&str>) -> Delivery {
+        // Third-party images are pulled by the cluster, from where their name says.
+        let (Some(registry), Some(built)) = (&self.registry, built) else {
+            return Delivery { tasks: Vec::new(), ready: built.map(str::to_owned) };
         };
         // Tags are content hashes, so a tag the registry has is this very image.
         let mut push = vec!["push"];
@@ -79,7 +85,7 @@ impl Backend for ExistingCluster {
             .estimate(10)
             .skip_if(registry.has(image))
             .run(Command::new(engine.program(), push));
-        Delivery { tasks: vec![task], ready: id }
+        Delivery { tasks: vec![task], ready: Some(id) }
     }
 
     fn expose(&self, _exposed: &Exposed) -> (Option<u16>, Option<String>) {
@@ -98,6 +104,22 @@ impl Backend for ExistingCluster {
             );
         }
         tasks
+    }
+
+    fn node_images(&self) -> Option<String> {
+        None
+    }
+
+    fn kept(&self, _engine: Engine, namespace: &str) -> Option<String> {
+        self.keep.then(|| format!("kept namespace {namespace}, kubeconfig {}", self.kubeconfig))
+    }
+
+    fn leftovers(&self, _engine: Engine, namespace: &str, run_id: &str) -> Vec<Leftover> {
+        if self.keep {
+            return Vec::new();
+        }
+        let (kubeconfig, namespace, run_id) = (self.kubeconfig.clone(), namespace.to_owned(), run_id.to_owned());
+        vec![Leftover::Namespaces { kubeconfig, namespace, run_id }]
     }
 
     fn preflight(&self, _exposed: &[Exposed], _engine: Engine) -> anyhow::Result<()> {

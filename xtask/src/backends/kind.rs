@@ -3,13 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
+use std::time::Duration;
 
 use anyhow::{Context, bail, format_err};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use super::{Backend, CLUSTER, Delivery};
+use super::{Backend, CLUSTER, Delivery, Leftover};
 use crate::builders::Engine;
 use crate::catalog::Exposed;
 use crate::phases::{Command, Kind, KubeOp, Phase, Step, Task, When};
@@ -47,24 +48,33 @@ impl KindCluster {
         Ok(KindCluster { name, lifecycle, kubeconfig: run_dir.join("kubeconfig"), run_dir: run_dir.to_owned() })
     }
 
-    /// A kind command; `KIND_EXPERIMENTAL_PROVIDER=podman` when the engine is podman.
+    /// A kind command with `KIND_EXPERIMENTAL_PROVIDER` set to the engine, so neither a value
+    /// left in the shell nor kind's own detection (docker first) picks another provider.
     pub fn kind(engine: Engine, args: &[&str]) -> Command {
-        let cmd = Command::new("kind", args.iter().copied());
-        match engine {
-            Engine::Podman => cmd.env("KIND_EXPERIMENTAL_PROVIDER", "podman"),
-            Engine::Docker => cmd,
-        }
+        Command::new("kind", args.iter().copied()).env("KIND_EXPERIMENTAL_PROVIDER", engine.program())
+    }
+
+    /// The node container kind makes for a one-node cluster.
+    fn node(&self) -> String {
+        format!("{}-control-plane", self.name)
+    }
+
+    /// A probe that succeeds when the cluster's node container exists, running or not.
+    fn node_exists(&self, engine: Engine) -> Command {
+        Command::new(engine.program(), ["container", "inspect", "--format", "{{.State.Status}}", &self.node()])
     }
 
     fn config_path(&self) -> Utf8PathBuf {
         self.run_dir.join("kind-config.yaml")
     }
 
-    /// `kind create cluster` from the run's Kind config, into the private kubeconfig.
+    /// `kind create cluster` from the run's Kind config, into the private kubeconfig. With
+    /// `--retain`: kind deletes the nodes of a failed create otherwise, and its logs with them.
     pub fn create(&self, engine: Engine) -> Command {
         let (config, kubeconfig) = (self.config_path(), &self.kubeconfig);
         let args = ["create", "cluster", "--name", &self.name, "--config", config.as_str()];
-        Self::kind(engine, &[&args[..], &["--kubeconfig", kubeconfig.as_str(), "--wait", "5m"]].concat())
+        let wait = ["--kubeconfig", kubeconfig.as_str(), "--retain", "--wait", "5m"];
+        Self::kind(engine, &[&args[..], &wait].concat())
     }
 
     /// `kind export kubeconfig` into the private kubeconfig: succeeds only when the cluster exists.
@@ -81,11 +91,17 @@ impl KindCluster {
         Self::kind(engine, &["delete", "cluster", "--name", &self.name, "--kubeconfig", self.kubeconfig.as_str()])
     }
 
-    /// Whether kind lists a cluster of this name.
+    /// Whether kind lists a cluster of this name (it does with its node stopped, too).
     fn exists(&self, sh: &Shell, engine: Engine) -> bool {
         let env = Self::kind(engine, &[]).env;
         let clusters = cmd!(sh, "kind get clusters").envs(env).quiet().ignore_stderr().read();
         clusters.is_ok_and(|out| out.lines().any(|l| l == self.name))
+    }
+
+    /// The state of the node container (`running`, `exited`...), if there is one.
+    fn node_state(&self, sh: &Shell, engine: Engine) -> Option<String> {
+        let Command { program, args, .. } = self.node_exists(engine);
+        cmd!(sh, "{program} {args...}").quiet().ignore_stderr().read().ok()
     }
 }
 
@@ -138,19 +154,29 @@ impl Backend for KindCluster {
         let config = Step::Write { path: self.config_path(), text: config(&self.name, exposed) };
         match self.lifecycle {
             Lifecycle::Fresh { .. } => task.estimate(150).step(config).run(self.create(engine)),
-            // Exporting the kubeconfig succeeds only when the cluster exists.
-            Lifecycle::Reused => {
-                task.estimate(150).skip_if(self.export_kubeconfig(engine)).step(config).run(self.create(engine))
-            }
+            // A node stopped by a reboot (podman sets no restart policy) is started again; then
+            // exporting the kubeconfig, which reads it from the node, succeeds only when the
+            // cluster exists.
+            Lifecycle::Reused => task
+                .estimate(150)
+                .step(Step::Try(Command::new(engine.program(), ["start", &self.node()])))
+                .skip_if(self.export_kubeconfig(engine))
+                .step(config)
+                .run(self.create(engine)),
             Lifecycle::Shared => task.estimate(1).run(self.export_kubeconfig(engine)),
         }
+    }
+
+    fn readiness(&self, timeout: Duration) -> Option<KubeOp> {
+        // `kind create --wait` only warns when the control plane is not Ready in time.
+        Some(KubeOp::ClusterReady { timeout })
     }
 
     fn delivered(&self, _image: &str) -> Option<Command> {
         None
     }
 
-    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: &str) -> Delivery {
+    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: Option<&str>) -> Delivery {
         let archive = self.run_dir.join("images").join(format!("{bin}.tar"));
         let save = match engine {
             Engine::Docker => Command::new("docker", ["save", "--output", archive.as_str(), image]),
@@ -160,16 +186,20 @@ impl Backend for KindCluster {
         };
         // As `kind load docker-image` does: an image the node already has is not loaded again
         // (the tag is a content hash, so the same tag is the same image).
-        let node = format!("{}-control-plane", self.name);
-        let present = Command::new(engine.program(), ["exec", &node, "crictl", "inspecti", image]);
+        let present = Command::new(engine.program(), ["exec", &self.node(), "crictl", "inspecti", image]);
         let id = format!("load-image-{bin}");
-        let load = Task::new(&id, Phase::Images, Kind::Process)
-            .after(&[built, CLUSTER])
-            .estimate(12)
+        let load = Task::new(&id, Phase::Images, Kind::Process).estimate(12);
+        let load = match built {
+            Some(built) => load.after(&[built, CLUSTER]),
+            // A third-party image: loaded when the engine has it, else the node pulls it.
+            None => load.after(&[CLUSTER]).only_if(engine.has(image)),
+        };
+        let load = load
             .skip_if(present)
             .run(save)
-            .run(Self::kind(engine, &["load", "image-archive", archive.as_str(), "--name", &self.name]));
-        Delivery { tasks: vec![load], ready: id }
+            .run(Self::kind(engine, &["load", "image-archive", archive.as_str(), "--name", &self.name]))
+            .step(Step::Remove { path: archive });
+        Delivery { tasks: vec![load], ready: Some(id) }
     }
 
     fn expose(&self, e: &Exposed) -> (Option<u16>, Option<String>) {
@@ -182,18 +212,23 @@ impl Backend for KindCluster {
             let dir = run_dir.join("diagnostics");
             return vec![Task::teardown("diagnostics", Kind::Api, When::Failed).kube(KubeOp::Diagnostics { dir })];
         }
+        // Only a cluster whose node exists has logs, or is there to delete: a create that
+        // failed before making one leaves nothing (and kind's delete says it deleted it anyway).
         let logs = self.logs_dir();
         let mut tasks = vec![
             Task::teardown("export-logs", Kind::Process, When::Failed)
                 .done(format!("kind logs saved in {logs}"))
+                .only_if(self.node_exists(engine))
                 .run(Self::kind(engine, &["export", "logs", logs.as_str(), "--name", &self.name])),
         ];
+        // Only a cluster this run made: preflight refused a name that existed.
         if self.lifecycle == (Lifecycle::Fresh { keep: false }) {
             tasks.push(
                 Task::teardown("delete-cluster", Kind::Process, When::Always)
                     .after(&["export-logs"])
                     .estimate(5)
                     .done(format!("deleted kind cluster {}", self.name))
+                    .only_if(self.node_exists(engine))
                     .run(self.delete(engine))
                     .step(Step::Remove { path: self.kubeconfig.clone() }),
             );
@@ -201,20 +236,61 @@ impl Backend for KindCluster {
         tasks
     }
 
+    fn node_images(&self) -> Option<String> {
+        matches!(self.lifecycle, Lifecycle::Fresh { keep: true } | Lifecycle::Reused).then(|| self.node())
+    }
+
+    fn kept(&self, engine: Engine, _namespace: &str) -> Option<String> {
+        if matches!(self.lifecycle, Lifecycle::Fresh { keep: false } | Lifecycle::Shared) {
+            return None;
+        }
+        let sh = Shell::new().ok()?;
+        if self.node_state(&sh, engine).is_none() {
+            return Some(format!("no kind cluster {} to keep: it was not made", self.name));
+        }
+        Some(if self.kubeconfig.is_file() {
+            format!("kept kind cluster {}, kubeconfig {}", self.name, self.kubeconfig)
+        } else {
+            let args = ["export", "kubeconfig", "--name", &self.name, "--kubeconfig", self.kubeconfig.as_str()];
+            let export = Self::kind(engine, &args);
+            format!("kept kind cluster {}; no kubeconfig of it was written (`{export}` writes one)", self.name)
+        })
+    }
+
+    fn leftovers(&self, engine: Engine, _namespace: &str, _run_id: &str) -> Vec<Leftover> {
+        match self.lifecycle {
+            Lifecycle::Fresh { keep: false } => vec![Leftover::KindCluster { name: self.name.clone(), engine }],
+            _ => Vec::new(),
+        }
+    }
+
     fn preflight(&self, exposed: &[Exposed], engine: Engine) -> anyhow::Result<()> {
         let sh = Shell::new()?;
         let env = Self::kind(engine, &[]).env;
         let version = cmd!(sh, "kind version").envs(env).quiet().read().context("`kind version` failed")?;
         check_kind_version(&version)?;
-        let exists = match self.lifecycle {
-            Lifecycle::Fresh { .. } => false,
-            // An existing cluster holds its ports itself.
-            Lifecycle::Reused => self.exists(&sh, engine),
-            Lifecycle::Shared if self.exists(&sh, engine) => true,
-            Lifecycle::Shared => {
+        let exists = self.exists(&sh, engine);
+        match self.lifecycle {
+            // This run deletes only a cluster it made.
+            Lifecycle::Fresh { .. } if exists => bail!(
+                "a kind cluster named {} already exists: pass --reuse-cluster to use it (and keep it), or another \
+                 --cluster-name",
+                self.name
+            ),
+            Lifecycle::Shared if !exists => {
                 bail!("the shared kind cluster {} does not exist: run `cargo xtask e2e all`", self.name)
             }
-        };
+            Lifecycle::Reused if exists => {
+                if let Some(state) = self.node_state(&sh, engine).filter(|s| s != "running") {
+                    let (program, node) = (engine.program(), self.node());
+                    eprintln!(
+                        "kind cluster {}: its node is {state}; the run starts it (`{program} start {node}`)",
+                        self.name
+                    );
+                }
+            }
+            _ => {}
+        }
         if !exists {
             for e in exposed {
                 port_free(e.host_port)?;

@@ -8,7 +8,9 @@ pub mod existing;
 pub mod kind;
 mod registry;
 
-use camino::Utf8Path;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use existing::ExistingCluster;
@@ -17,7 +19,7 @@ pub use registry::Registry;
 
 use crate::builders::Engine;
 use crate::catalog::Exposed;
-use crate::phases::{Command, Task};
+use crate::phases::{Command, KubeOp, Task};
 
 /// The task after which the cluster exists and its kubeconfig reaches it.
 pub const CLUSTER: &str = "cluster";
@@ -25,8 +27,8 @@ pub const CLUSTER: &str = "cluster";
 /// How a built image gets to where pods can use it.
 pub struct Delivery {
     pub tasks: Vec<Task>,
-    /// The task after which pods can use the image.
-    pub ready: String,
+    /// The task after which pods can use the image, if there is one to wait for.
+    pub ready: Option<String>,
 }
 
 /// One kind of cluster. `engine` is this machine's container engine, which builds the images
@@ -46,9 +48,13 @@ pub trait Backend {
     fn cluster(&self, exposed: &[Exposed], engine: Engine) -> Task;
     /// A probe that succeeds when `image` is already where the cluster gets it.
     fn delivered(&self, image: &str) -> Option<Command>;
+    /// The API check that the cluster is ready for work, if the cluster task does not ensure it,
+    /// put first in every task that uses the API.
+    fn readiness(&self, timeout: Duration) -> Option<KubeOp>;
     /// How the image `image` of `bin` gets from `engine` to the cluster once the task `built`
-    /// made it.
-    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: &str) -> Delivery;
+    /// made it; for a third-party image (`built` is `None`), how it gets there if the engine has
+    /// it, if the backend has a way.
+    fn deliver(&self, bin: &str, image: &str, engine: Engine, built: Option<&str>) -> Delivery;
     /// For an exposed port: the node port to fix and the URL the host reaches it at, or `None`
     /// for an allocated port at the node's address.
     fn expose(&self, exposed: &Exposed) -> (Option<u16>, Option<String>);
@@ -56,6 +62,24 @@ pub trait Backend {
     fn teardown(&self, run_dir: &Utf8Path, engine: Engine) -> Vec<Task>;
     /// Checks before any work, with a one-line cause and fix for each problem.
     fn preflight(&self, exposed: &[Exposed], engine: Engine) -> anyhow::Result<()>;
+    /// A node that keeps every image loaded into it (kind turns its image garbage collection
+    /// off) and outlives the run: images pruned from the engine are removed from it too.
+    fn node_images(&self) -> Option<String>;
+    /// After the run, what it kept for the next one, as it is now.
+    fn kept(&self, engine: Engine, namespace: &str) -> Option<String>;
+    /// What a run deletes in teardown, recorded before it makes it, for a later run to delete
+    /// if this one cannot (killed, or the machine went down).
+    fn leftovers(&self, engine: Engine, namespace: &str, run_id: &str) -> Vec<Leftover>;
+}
+
+/// Something a run makes and deletes again in teardown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Leftover {
+    /// A Kind cluster the run made.
+    KindCluster { name: String, engine: Engine },
+    /// The run's namespace and every namespace labelled with its run id.
+    Namespaces { kubeconfig: Utf8PathBuf, namespace: String, run_id: String },
 }
 
 /// The backend a run uses; each variant is one file.

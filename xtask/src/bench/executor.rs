@@ -42,10 +42,7 @@ impl BenchExecutor {
 
 /// The programs of every command the plan runs, probes included.
 fn programs(plan: &Plan) -> BTreeSet<&str> {
-    let commands = plan.tasks().iter().flat_map(|t| &t.steps).filter_map(|step| match step {
-        Step::Run(cmd) | Step::SkipIf(cmd) => Some(cmd),
-        _ => None,
-    });
+    let commands = plan.tasks().iter().flat_map(|t| &t.steps).filter_map(Step::command);
     commands.map(|cmd| cmd.program.as_str()).collect()
 }
 
@@ -64,7 +61,8 @@ impl Executor for BenchExecutor {
                     let cmd = cmd.clone().env("PATH", &self.path).env(SLEEP_VAR, &share);
                     run_command(&cmd, &cx.log, &cx.cancel)?;
                 }
-                // A cold run: nothing is cached, and no file needs hashing, copying or writing.
+                // A cold run: nothing is cached, everything is there to delete, and no file needs
+                // hashing, copying or writing.
                 Step::Tag { .. }
                 | Step::Set { .. }
                 | Step::Copy { .. }
@@ -72,6 +70,8 @@ impl Executor for BenchExecutor {
                 | Step::Remove { .. }
                 | Step::Prune { .. }
                 | Step::SkipIf(_)
+                | Step::OnlyIf(_)
+                | Step::Try(_)
                 | Step::SkipIfStamped { .. }
                 | Step::Stamp { .. } => {}
                 Step::Kube(op) => bail!("{}: Kubernetes step `{op}` in a {} task", task.id, task.kind.name()),

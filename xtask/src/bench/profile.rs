@@ -175,7 +175,7 @@ mod tests {
         let profile = seed();
         assert_eq!(profile.service.name, "gateway");
         let plan = applied(&profile).unwrap();
-        assert_eq!(plan.tasks().iter().filter(|t| !t.is_teardown()).count(), 15);
+        assert_eq!(plan.tasks().iter().filter(|t| !t.is_teardown()).count(), 17);
         // Scale 60: one second per second. The seed's sequential baseline is 7.6 min.
         assert_eq!(plan.sum_of_estimates(), Duration::from_secs(456));
         assert!(profile.targets.max_dag_over_critical_path.is_some());

@@ -30,9 +30,24 @@ impl Engine {
         }
     }
 
-    /// docker if it is on PATH, else podman if it is.
+    /// The engine that answers: `docker version` says whose server it reached (a `docker` on
+    /// PATH may be podman's docker shim, or have no daemon), then podman is asked. `None` when
+    /// neither is installed.
     pub fn detect() -> Option<Engine> {
-        [Engine::Docker, Engine::Podman].into_iter().find(|e| which::which(e.program()).is_ok())
+        let sh = xshell::Shell::new().ok()?;
+        let probe = |program: &str, args: &[&str]| {
+            if which::which(program).is_err() {
+                return Probe::Missing;
+            }
+            let out = xshell::cmd!(sh, "{program} {args...}").quiet().ignore_status().output();
+            match out {
+                Ok(out) if out.status.success() => Probe::Answers(String::from_utf8_lossy(&out.stdout).into_owned()),
+                _ => Probe::Silent,
+            }
+        };
+        let docker = probe("docker", &["version"]);
+        let podman = || probe("podman", &["info", "--format", "{{.Version.Version}}"]);
+        choose(&docker, podman)
     }
 
     /// A probe that succeeds when the engine has `image`.
@@ -44,6 +59,35 @@ impl Engine {
 /// The id of the task after which `bin`'s image exists in the engine.
 pub fn image_task(bin: &str) -> String {
     format!("build-image-{bin}")
+}
+
+/// What asking an engine's client for its server gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Missing,
+    /// Installed, but its server does not answer.
+    Silent,
+    /// What it printed.
+    Answers(String),
+}
+
+/// Which engine to use, from `docker version` and (asked only when that decides nothing)
+/// podman: docker when a Docker server answered, podman when docker is podman's shim or when
+/// only podman answers; an installed one that does not answer otherwise (preflight says so).
+pub fn choose(docker: &Probe, podman: impl FnOnce() -> Probe) -> Option<Engine> {
+    match docker {
+        // podman-docker's `docker version` is podman's: "Client: Podman Engine".
+        Probe::Answers(text) if text.contains("Podman") => Some(Engine::Podman),
+        Probe::Answers(_) => Some(Engine::Docker),
+        Probe::Silent => match podman() {
+            Probe::Answers(_) => Some(Engine::Podman),
+            Probe::Silent | Probe::Missing => Some(Engine::Docker),
+        },
+        Probe::Missing => match podman() {
+            Probe::Missing => None,
+            Probe::Answers(_) | Probe::Silent => Some(Engine::Podman),
+        },
+    }
 }
 
 /// The run variable holding the content-hash tag of `bin`'s image.
@@ -104,5 +148,33 @@ impl Builder {
         match self {
             Builder::Host => &Host,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCKER_CE: &str = "Client: Docker Engine - Community\n Version: 28.2.2\n\nServer: Docker Engine - Community\n Engine:\n  Version: 28.2.2\n";
+    const DOCKER_DESKTOP: &str = "Client:\n Version: 28.3.2\n Context: desktop-linux\n\nServer: Docker Desktop 4.44.3 (202357)\n Engine:\n  Version: 28.3.2\n  OS/Arch: linux/arm64\n";
+    const PODMAN_DOCKER: &str = "Client:       Podman Engine\nVersion:      5.2.2\nAPI Version:  5.2.2\nOS/Arch:      darwin/arm64\n\nServer:       Podman Engine\nVersion:      5.2.2\nOS/Arch:      linux/arm64\n";
+
+    fn answers(text: &str) -> Probe {
+        Probe::Answers(text.to_owned())
+    }
+
+    #[test]
+    fn the_engine_is_the_one_that_answers() {
+        let unasked = || -> Probe { panic!("podman asked although docker decided") };
+        assert_eq!(choose(&answers(DOCKER_CE), unasked), Some(Engine::Docker));
+        // Docker Desktop on macOS on arm64.
+        assert_eq!(choose(&answers(DOCKER_DESKTOP), unasked), Some(Engine::Docker));
+        // podman's docker shim (podman-docker, or podman machine's docker socket on macOS).
+        assert_eq!(choose(&answers(PODMAN_DOCKER), unasked), Some(Engine::Podman));
+        // docker installed, its daemon down: podman if it answers.
+        assert_eq!(choose(&Probe::Silent, || answers("5.2.2")), Some(Engine::Podman));
+        assert_eq!(choose(&Probe::Silent, || Probe::Silent), Some(Engine::Docker));
+        assert_eq!(choose(&Probe::Missing, || Probe::Silent), Some(Engine::Podman));
+        assert_eq!(choose(&Probe::Missing, || Probe::Missing), None);
     }
 }

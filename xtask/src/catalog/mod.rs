@@ -157,8 +157,8 @@ impl Catalog {
             if name.is_empty() || name.len() > 40 || !name.chars().all(valid) {
                 bail!("services.toml: service `{name}`: a name is 1 to 40 lowercase letters and digits");
             }
-            if name == "all" || !names.insert(name.as_str()) {
-                bail!("services.toml: service `{name}` is declared twice, or is the reserved name `all`");
+            if ["all", "gc"].contains(&name.as_str()) || !names.insert(name.as_str()) {
+                bail!("services.toml: service `{name}` is declared twice, or is a reserved name (`all`, `gc`)");
             }
             let deployments: BTreeSet<&str> = service.deployments().collect();
             for (exposed, &port) in &service.ports {
@@ -262,7 +262,8 @@ mod tests {
     #[test]
     fn names_and_fields_are_checked() {
         assert!(error(&format!("{ONE}{ONE}")).contains("declared twice"));
-        assert!(error(&ONE.replace("name = \"a\"", "name = \"all\"")).contains("reserved name `all`"));
+        assert!(error(&ONE.replace("name = \"a\"", "name = \"all\"")).contains("reserved name"));
+        assert!(error(&ONE.replace("name = \"a\"", "name = \"gc\"")).contains("reserved name"));
         assert!(error(&ONE.replace("name = \"a\"", "name = \"A b\"")).contains("lowercase letters and digits"));
         let typo = error(&ONE.replace("specs_after", "spec_after"));
         assert!(typo.starts_with("services.toml: line ") && typo.contains("unknown field `spec_after`"), "{typo}");

@@ -58,10 +58,16 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
         (None, None) => bail!("no service is declared"),
     };
     // Before anything is made: a missing tool or a busy port leaves nothing behind.
+    super::collect_garbage();
     super::preflight::check(&plan, engine, backend, &exposed)?;
+    let leftovers = shared.as_ref().map(|kind| kind.leftovers(engine, "", &run_id)).unwrap_or_default();
+    let registration = super::gc::Registration::new(&run_id, &dir, leftovers)?;
     let target =
         Target { kubeconfig: backend.kubeconfig().to_owned(), namespace: String::new(), run_id: run_id.clone() };
     let (plan, record) = runtime()?.block_on(execute(plan, RealExecutor::new(target), schedule, &dir))?;
+    if super::torn_down(&plan, &record) {
+        registration.done();
+    }
     let report = Report::new("all", "all environments", &run_id, &plan, &record);
     report.write(&dir)?;
 

@@ -72,6 +72,15 @@ impl RealExecutor {
         Ok(out)
     }
 
+    /// Whether `probe` succeeds; only cancellation is an error.
+    fn probe(&self, probe: &Command, cx: &TaskCx) -> anyhow::Result<bool> {
+        match run_command(&self.expand_command(probe)?, &cx.log, &cx.cancel) {
+            Ok(()) => Ok(true),
+            Err(err) if err.is::<Cancelled>() => Err(err),
+            Err(_) => Ok(false),
+        }
+    }
+
     fn set(&self, var: &str, value: String) {
         self.vars.lock().unwrap().insert(var.to_owned(), value);
     }
@@ -84,6 +93,10 @@ impl RealExecutor {
             KubeOp::ServerVersion => {
                 let version = kube::server_version(client).await?;
                 log_line(log, &format!("API server {version}"))?;
+            }
+            KubeOp::ClusterReady { timeout } => {
+                let ready = kube::cluster_ready(client, *timeout).await?;
+                log_line(log, &format!("cluster ready: {ready}"))?;
             }
             KubeOp::Namespace => {
                 kube::namespace(client, ns, run_id).await?;
@@ -147,14 +160,22 @@ impl Executor for RealExecutor {
                     log_line(&cx.log, &format!("{var} = {tag}"))?;
                     self.set(var, tag);
                 }
-                Step::SkipIf(probe) => match run_command(&self.expand_command(probe)?, &cx.log, &cx.cancel) {
-                    Ok(()) => {
+                Step::SkipIf(probe) => {
+                    if self.probe(probe, cx)? {
                         log_line(&cx.log, "already there: nothing to do")?;
                         return Ok(Outcome::Cached);
                     }
-                    Err(err) if err.is::<Cancelled>() => return Err(err),
-                    Err(_) => {}
-                },
+                }
+                Step::OnlyIf(probe) => {
+                    if !self.probe(probe, cx)? {
+                        log_line(&cx.log, "not there: nothing to do")?;
+                        cx.note(format!("{}: nothing to do", task.id));
+                        return Ok(Outcome::Cached);
+                    }
+                }
+                Step::Try(cmd) => {
+                    self.probe(cmd, cx)?;
+                }
                 Step::SkipIfStamped { stamp, value } => {
                     let value = self.expand(value)?;
                     if std::fs::read_to_string(stamp).is_ok_and(|held| held.trim() == value) {
@@ -179,7 +200,7 @@ impl Executor for RealExecutor {
                     }
                     std::fs::copy(from, to).with_context(|| format!("cannot copy {from} to {to}"))?;
                 }
-                Step::Prune { program, images, keep } => {
+                Step::Prune { program, images, keep, node } => {
                     let images = images.iter().map(|i| self.expand(i)).collect::<anyhow::Result<Vec<_>>>()?;
                     // Housekeeping: an engine that cannot list its images does not fail the run.
                     cx.note(match prune::prune(program, &images, *keep) {
@@ -188,7 +209,17 @@ impl Executor for RealExecutor {
                         }
                         Ok(removed) => {
                             log_line(&cx.log, &format!("removed {}", removed.join(", ")))?;
-                            format!("pruned {} older image(s), keeping the newest {keep} per repository", removed.len())
+                            let from_node = match node {
+                                Some(node) => {
+                                    let gone = prune::from_node(program, node, &removed);
+                                    format!(", {gone} of them from node {node} too")
+                                }
+                                None => String::new(),
+                            };
+                            format!(
+                                "pruned {} older image(s){from_node}, keeping the newest {keep} per repository",
+                                removed.len()
+                            )
                         }
                         Err(err) => format!("could not prune old images: {err:#}"),
                     });

@@ -68,6 +68,51 @@ pub async fn server_version(client: &Client) -> anyhow::Result<String> {
     Ok(info.git_version)
 }
 
+/// Waits until the API server answers and every node is Ready; fails naming what was not.
+/// Returns the nodes, for the log.
+pub async fn cluster_ready(client: &Client, timeout: Duration) -> anyhow::Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let why = match nodes.list(&ListParams::default()).await {
+            Ok(list) => match not_ready(&list.items) {
+                None => return Ok(list.items.iter().map(|n| n.name_any()).collect::<Vec<_>>().join(", ")),
+                Some(why) => why,
+            },
+            Err(err) => format!("the API server does not answer ({err})"),
+        };
+        if Instant::now() > deadline {
+            bail!("the cluster is not ready after {}s: {why}", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Why these nodes are not ready for work, or `None` when every one is Ready.
+fn not_ready(nodes: &[Node]) -> Option<String> {
+    if nodes.is_empty() {
+        return Some("it has no node".to_owned());
+    }
+    let reasons: Vec<String> = nodes
+        .iter()
+        .filter_map(|node| {
+            let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+            let ready = conditions.and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+            match ready {
+                Some(c) if c.status == "True" => None,
+                Some(c) => Some(format!(
+                    "node {} is not Ready ({}: {})",
+                    node.name_any(),
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )),
+                None => Some(format!("node {} reports no Ready condition yet", node.name_any())),
+            }
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
 /// Parses a multi-document manifest; an error names the file.
 pub fn parse(path: &Utf8Path, text: &str) -> anyhow::Result<Vec<DynamicObject>> {
     let docs: Vec<DynamicObject> =
@@ -254,15 +299,15 @@ pub async fn rollout(
             Box::pin(async move { await_condition(api, name, done).await.map(drop) })
         }
     };
-    let waited = wait_unless_broken(client, ns, &selector, &owner, timeout, done).await?;
-    if !waited {
+    if let Err(timed_out) = wait_unless_broken(client, ns, &selector, &owner, timeout, done).await? {
         let progress = progress_of(client, ns, workload, name).await?;
         let detail = describe_pods(client, ns, &selector).await;
         bail!(
-            "{owner} not ready after {}s: {} of {} available\n{detail}",
+            "{owner} not ready after {}s: {} of {} available{}\n{detail}",
             timeout.as_secs(),
             progress.available,
-            progress.desired
+            progress.desired,
+            timed_out.because()
         );
     }
     Ok(())
@@ -277,9 +322,9 @@ pub async fn job_complete(client: &Client, ns: &str, name: &str, timeout: Durati
     let finished = Box::pin(async {
         await_condition(api.clone(), name, conditions::is_job_completed().or(failed)).await.map(drop)
     });
-    if !wait_unless_broken(client, ns, &selector, &owner, timeout, finished).await? {
+    if let Err(timed_out) = wait_unless_broken(client, ns, &selector, &owner, timeout, finished).await? {
         let detail = describe_pods(client, ns, &selector).await;
-        bail!("job/{name} did not complete within {}s\n{detail}", timeout.as_secs());
+        bail!("job/{name} did not complete within {}s{}\n{detail}", timeout.as_secs(), timed_out.because());
     }
     let job = api.get(name).await.explain(|| format!("cannot read job/{name}"))?;
     if job_holds(Some(&job), "Failed") {
@@ -294,8 +339,34 @@ fn job_holds(job: Option<&Job>, kind: &str) -> bool {
     conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
-/// Waits for `done` until `timeout`, failing early when a pod matching `selector` is broken.
-/// Returns whether `done` finished in time.
+/// How much longer than its own timeout a wait goes on while a pod's image is being pulled: on
+/// a fresh cluster the node fetches third-party images from their registry, and that pull, not
+/// the workload, is what is slow.
+const PULL_BUDGET: Duration = Duration::from_secs(300);
+
+/// How a wait ended without its condition.
+enum TimedOut {
+    /// Nothing was being pulled at the end.
+    Plainly,
+    /// Still pulling this image, after the pull's own budget too.
+    Pulling(String),
+}
+
+impl TimedOut {
+    fn because(&self) -> String {
+        match self {
+            TimedOut::Plainly => String::new(),
+            TimedOut::Pulling(image) => format!(
+                " (still pulling {image}, {}s more were given to the pull: the pull from its registry is what is \
+                 slow; put the image into the engine first, `docker pull {image}`, and a Kind run loads it into the node)",
+                PULL_BUDGET.as_secs()
+            ),
+        }
+    }
+}
+
+/// Waits for `done` until `timeout` (and [`PULL_BUDGET`] more while an image is being pulled),
+/// failing early when a pod matching `selector` is broken.
 async fn wait_unless_broken(
     client: &Client,
     ns: &str,
@@ -303,21 +374,59 @@ async fn wait_unless_broken(
     owner: &str,
     timeout: Duration,
     done: Pin<Box<dyn Future<Output = Result<(), wait::Error>> + Send + '_>>,
-) -> anyhow::Result<bool> {
-    let deadline = tokio::time::sleep(timeout);
+) -> anyhow::Result<Result<(), TimedOut>> {
     let mut done = std::pin::pin!(done);
-    let mut deadline = std::pin::pin!(deadline);
     let mut broken_since = HashMap::new();
+    let mut budget = timeout;
+    let mut extended = false;
     loop {
-        tokio::select! {
-            result = &mut done => {
-                result.with_context(|| format!("cannot watch {owner}"))?;
-                return Ok(true);
+        let deadline = tokio::time::sleep(budget);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                result = &mut done => {
+                    result.with_context(|| format!("cannot watch {owner}"))?;
+                    return Ok(Ok(()));
+                }
+                () = &mut deadline => break,
+                () = tokio::time::sleep(POLL) => check_pods(client, ns, selector, owner, &mut broken_since).await?,
             }
-            () = &mut deadline => return Ok(false),
-            () = tokio::time::sleep(POLL) => check_pods(client, ns, selector, owner, &mut broken_since).await?,
+        }
+        match pulling(client, ns, selector).await {
+            Some(image) if extended => return Ok(Err(TimedOut::Pulling(image))),
+            Some(_) => {
+                extended = true;
+                budget = PULL_BUDGET;
+            }
+            None => return Ok(Err(TimedOut::Plainly)),
         }
     }
+}
+
+/// An image a pod matching `selector` is still pulling, if one is.
+async fn pulling(client: &Client, ns: &str, selector: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    for pod in pods.list(&ListParams::default().labels(selector)).await.ok()?.items {
+        let params = ListParams::default().fields(&format!("involvedObject.name={}", pod.name_any()));
+        let Ok(list) = events.list(&params).await else { continue };
+        let mut items = list.items;
+        items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+        let seen: Vec<(String, String)> =
+            items.into_iter().map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default())).collect();
+        if let Some(image) = still_pulling(&seen) {
+            return Some(image);
+        }
+    }
+    None
+}
+
+/// The image of the last pull among a pod's events (reason, message), oldest first, when
+/// nothing ended it yet.
+fn still_pulling(events: &[(String, String)]) -> Option<String> {
+    let ends = ["Pulled", "Failed", "BackOff", "ErrImagePull", "Started", "Created"];
+    let (reason, message) = events.iter().rev().find(|(r, _)| r == "Pulling" || ends.contains(&r.as_str()))?;
+    (reason == "Pulling").then(|| message.split('"').nth(1).unwrap_or(message).to_owned())
 }
 
 /// Fails when a pod matching `selector` has been broken for longer than the grace period.
@@ -604,6 +713,40 @@ mod tests {
         let rolling =
             serde_json::json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2});
         assert!(!deployment_progress(&deployment(3, rolling)).done);
+    }
+
+    #[test]
+    fn a_pull_is_in_progress_until_an_event_ends_it() {
+        let events = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(r, m)| (r.to_string(), m.to_string())).collect()
+        };
+        let pulling = events(&[("Scheduled", "assigned"), ("Pulling", "Pulling image \"postgres:16\"")]);
+        assert_eq!(still_pulling(&pulling).as_deref(), Some("postgres:16"));
+        let pulled = events(&[("Pulling", "Pulling image \"postgres:16\""), ("Pulled", "Successfully pulled")]);
+        assert_eq!(still_pulling(&pulled), None);
+        let retried = events(&[("Pulling", "x"), ("Failed", "y"), ("Pulling", "Pulling image \"redis:7\"")]);
+        assert_eq!(still_pulling(&retried).as_deref(), Some("redis:7"));
+        assert_eq!(still_pulling(&events(&[("Scheduled", "assigned")])), None);
+    }
+
+    #[test]
+    fn a_cluster_is_ready_when_every_node_is() {
+        let node = |name: &str, ready: Option<(&str, &str)>| -> Node {
+            let conditions: Vec<serde_json::Value> = ready
+                .into_iter()
+                .map(|(status, reason)| serde_json::json!({"type": "Ready", "status": status, "reason": reason, "message": "m"}))
+                .collect();
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name}, "status": {"conditions": conditions}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(not_ready(&[]).as_deref(), Some("it has no node"));
+        assert_eq!(not_ready(&[node("a", Some(("True", "KubeletReady")))]), None);
+        let why =
+            not_ready(&[node("a", Some(("True", "KubeletReady"))), node("b", Some(("False", "KubeletNotReady")))]);
+        assert_eq!(why.as_deref(), Some("node b is not Ready (KubeletNotReady: m)"));
+        assert_eq!(not_ready(&[node("c", None)]).as_deref(), Some("node c reports no Ready condition yet"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod all;
 mod executor;
+mod gc;
 mod junit;
 mod kube;
 mod preflight;
@@ -30,13 +31,28 @@ impl flags::E2e {
         // run in another directory.
         let cwd = Utf8PathBuf::try_from(std::env::current_dir()?)?;
         std::env::set_current_dir(crate::project_root())?;
+        if let Some(flags::E2eCmd::Gc(gc)) = &self.command {
+            let lines = gc::collect(gc.dry_run);
+            if lines.is_empty() {
+                eprintln!("gc: no run left anything behind ({})", gc::state_dir());
+            }
+            lines.iter().for_each(|line| eprintln!("gc: {line}"));
+            return Ok(ExitCode::SUCCESS);
+        }
         if let Some(file) = &self.settings {
             return run_one(Settings::read(&cwd.join(file))?, false);
         }
-        match self.service {
+        match self.service.context("a service, `all` or `gc` is required")? {
             Selection::One(service) => run_one(Settings::resolve(&self, service, &cwd)?, self.plan),
             Selection::All => all::run(&self, &cwd),
         }
+    }
+}
+
+/// Before any work: removes what killed runs left (they may hold ports this run needs).
+fn collect_garbage() {
+    for line in gc::collect(false) {
+        eprintln!("gc: {line}");
     }
 }
 
@@ -53,9 +69,16 @@ fn run_one(settings: Settings, plan_only: bool) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    collect_garbage();
     preflight::check(&plan, settings.engine, settings.cluster.backend(), &service.exposed())?;
-    let runtime = runtime()?;
-    runtime.block_on(run(settings, plan))
+    let backend = settings.cluster.backend();
+    let leftovers = backend.leftovers(settings.engine, &settings.namespace, &settings.run_id);
+    let registration = gc::Registration::new(&settings.run_id, &settings.run_dir, leftovers)?;
+    let (code, torn_down) = runtime()?.block_on(run(&settings, plan));
+    if torn_down {
+        registration.done();
+    }
+    code
 }
 
 /// What `--plan` prints after its first line: the backend, the builder, the tasks.
@@ -83,8 +106,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-/// Runs the plan (its teardown included), then reports.
-async fn run(settings: Settings, plan: Plan) -> anyhow::Result<ExitCode> {
+/// Runs the plan (its teardown included), then reports; and says whether teardown did all it
+/// had to.
+async fn run(settings: &Settings, plan: Plan) -> (anyhow::Result<ExitCode>, bool) {
+    match execute_and_report(settings, plan).await {
+        Ok((code, torn_down)) => (code, torn_down),
+        Err(err) => (Err(err), false),
+    }
+}
+
+async fn execute_and_report(settings: &Settings, plan: Plan) -> anyhow::Result<(anyhow::Result<ExitCode>, bool)> {
     let service = settings.service.clone();
     let target = Target {
         kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
@@ -97,17 +128,33 @@ async fn run(settings: Settings, plan: Plan) -> anyhow::Result<ExitCode> {
     report.write(&settings.run_dir)?;
     let specs = specs_results(&settings.run_dir, &plan, &record, &service);
     eprint!("{}", report.terminal());
+    if let Some(kept) = settings.cluster.backend().kept(settings.engine, &settings.namespace) {
+        eprintln!("  {kept}");
+    }
     if let Some((line, _)) = &specs {
         eprintln!("  {line}");
     }
     eprintln!("  report: {}", settings.run_dir.join("report.md"));
+    let torn_down = torn_down(&plan, &record);
+    Ok((verdict(settings, &record, specs.and_then(|(_, ran)| ran)), torn_down))
+}
+
+/// Whether every teardown task did its part (succeeded, or had nothing to do).
+fn torn_down(plan: &Plan, record: &RunRecord) -> bool {
+    let teardown = plan.tasks().iter().zip(&record.tasks).filter(|(task, _)| task.is_teardown());
+    teardown.into_iter().all(|(_, r)| matches!(r.status, Status::Ok | Status::Cached | Status::Skipped))
+}
+
+/// The exit code of a run that has reported.
+fn verdict(settings: &Settings, record: &RunRecord, specs_ran: Option<usize>) -> anyhow::Result<ExitCode> {
+    let service = &settings.service;
     if record.interrupted {
         return Ok(ExitCode::from(130));
     }
     if let Some(summary) = record.failure_summary() {
         bail!("{service} end-to-end run failed: {summary}");
     }
-    if settings.require_specs && specs.and_then(|(_, ran)| ran) == Some(0) {
+    if settings.require_specs && specs_ran == Some(0) {
         bail!(
             "no {service} spec matched `{}`: list them with `cargo test -p remedy-e2e --test {service} -- --list`",
             settings.spec_args.join(" ")

@@ -10,7 +10,7 @@ use xshell::{Shell, cmd};
 use crate::backends::Backend;
 use crate::builders::Engine;
 use crate::catalog::Exposed;
-use crate::phases::{Plan, Step};
+use crate::phases::Plan;
 
 /// Before `plan` runs on `backend` with `engine`; `exposed` are the host ports it will use.
 pub fn check(plan: &Plan, engine: Engine, backend: &dyn Backend, exposed: &[Exposed]) -> anyhow::Result<()> {
@@ -18,10 +18,7 @@ pub fn check(plan: &Plan, engine: Engine, backend: &dyn Backend, exposed: &[Expo
         .tasks()
         .iter()
         .flat_map(|t| &t.steps)
-        .filter_map(|step| match step {
-            Step::Run(cmd) | Step::SkipIf(cmd) => Some(cmd.program.as_str()),
-            _ => None,
-        })
+        .filter_map(|step| step.command().map(|cmd| cmd.program.as_str()))
         .collect();
     for program in &programs {
         which::which(program).map_err(|_| format_err!("`{program}` not found on PATH: {}", install_hint(program)))?;

@@ -35,6 +35,16 @@ pub fn prune(program: &str, current: &[String], keep: usize) -> anyhow::Result<V
     Ok(removed)
 }
 
+/// Removes `images` from the Kind node container `node` as well (`crictl rmi`): kind turns the
+/// node's image garbage collection off. Returns how many it removed.
+pub fn from_node(program: &str, node: &str, images: &[String]) -> usize {
+    let Ok(sh) = Shell::new() else { return 0 };
+    let removed = |image: &&String| {
+        cmd!(sh, "{program} exec {node} crictl rmi {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+    };
+    images.iter().filter(removed).count()
+}
+
 /// The tags beyond the `keep` newest (`tags` newest first), except those in `current`.
 fn stale<'a>(tags: &[&'a str], repository: &str, current: &[String], keep: usize) -> Vec<&'a str> {
     let tags = tags.iter().copied().filter(|tag| !tag.is_empty() && *tag != "<none>");

@@ -100,7 +100,7 @@ impl Env<'_> {
         let s = self.settings;
         self.add(self.backend.cluster(&self.exposed, s.engine).stage(stage::CLUSTER));
         self.add(
-            Task::new(ids::NAMESPACE, Phase::Cluster, Kind::Api)
+            self.using_the_api(Task::new(ids::NAMESPACE, Phase::Cluster, Kind::Api))
                 .after(&[ids::CLUSTER])
                 .stage(stage::CLUSTER)
                 .estimate(2)
@@ -111,10 +111,20 @@ impl Env<'_> {
         );
     }
 
+    /// `task`, after the backend's check that the cluster is ready, if it has one: the tasks that
+    /// use the API first start with it.
+    fn using_the_api(&self, task: Task) -> Task {
+        match self.backend.readiness(self.timeout()) {
+            Some(ready) => task.kube(ready),
+            None => task,
+        }
+    }
+
     /// Every Remedy CRD (`<manifests>/crds/*.yaml`), applied and Established.
     fn crds(&mut self) -> anyhow::Result<()> {
         let manifests = Manifest::crds(&self.settings.manifests)?;
-        let mut task = Task::new(ids::CRDS, Phase::Cluster, Kind::Api)
+        let mut task = self
+            .using_the_api(Task::new(ids::CRDS, Phase::Cluster, Kind::Api))
             .after(&[ids::CLUSTER])
             .stage(stage::CLUSTER)
             .estimate(3)
@@ -150,11 +160,11 @@ impl Env<'_> {
             let image = bins.iter().find(|bin| task.id == image_task(bin));
             self.add(task.stage(stage::IMAGES_AND_INFRA));
             let Some(&bin) = image else { continue };
-            let delivery = self.backend.deliver(bin, &cx.image(bin), s.engine, &image_task(bin));
+            let delivery = self.backend.deliver(bin, &cx.image(bin), s.engine, Some(&image_task(bin)));
             for task in delivery.tasks {
                 self.add(task.stage(stage::IMAGES_AND_INFRA));
             }
-            self.ready.push((bin.to_owned(), delivery.ready));
+            self.ready.push((bin.to_owned(), delivery.ready.unwrap_or_else(|| image_task(bin))));
         }
     }
 
@@ -218,8 +228,10 @@ impl Env<'_> {
 
     /// PostgreSQL and its credentials: the password is generated per run and never shown.
     fn postgresql(&mut self) -> anyhow::Result<()> {
+        let load = self.third_party_delivery("postgres", &self.settings.images.postgres.clone());
         let mut task =
             self.deployment_task(ids::POSTGRESQL, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 20)?;
+        task = task.after(&load.iter().map(String::as_str).collect::<Vec<_>>());
         let literal = [("POSTGRES_USER", "remedy"), ("POSTGRES_DB", "remedy")];
         let secret = KubeOp::Secret {
             name: "postgresql-credentials".into(),
@@ -233,10 +245,22 @@ impl Env<'_> {
     }
 
     fn redis(&mut self) -> anyhow::Result<()> {
+        let load = self.third_party_delivery("redis", &self.settings.images.redis.clone());
         let task = self.deployment_task(ids::REDIS, Phase::Infra, stage::IMAGES_AND_INFRA, &[ids::NAMESPACE], 10)?;
+        let task = task.after(&load.iter().map(String::as_str).collect::<Vec<_>>());
         let image = self.settings.images.redis.clone();
         self.add_third_party(task, "IMAGE_REDIS", image);
         Ok(())
+    }
+
+    /// The backend's way of getting a third-party image from the engine to the cluster, if it
+    /// has one; the task to wait for.
+    fn third_party_delivery(&mut self, name: &str, image: &str) -> Option<String> {
+        let delivery = self.backend.deliver(name, image, self.settings.engine, None);
+        for task in delivery.tasks {
+            self.add(task.stage(stage::IMAGES_AND_INFRA));
+        }
+        delivery.ready
     }
 
     /// Adds a task deploying a third-party image, which it sets `var` to before it applies.
@@ -331,7 +355,8 @@ impl Env<'_> {
                 .ready
                 .iter()
                 .map(|(bin, _)| format!("{}/{bin}:{}", self.backend.image_repo(), var_ref(&tag_var(bin))));
-            let prune = Step::Prune { program: s.engine.program().to_owned(), images: images.collect(), keep };
+            let node = self.backend.node_images();
+            let prune = Step::Prune { program: s.engine.program().to_owned(), images: images.collect(), keep, node };
             self.add(Task::teardown("prune-images", Kind::Process, When::Succeeded).step(prune));
         }
     }

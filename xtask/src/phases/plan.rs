@@ -185,6 +185,8 @@ pub enum KubeOp {
     JobComplete { job: String, timeout: Duration },
     /// Check that the API server answers, and which version it runs.
     ServerVersion,
+    /// Wait until the API server answers and every node is Ready.
+    ClusterReady { timeout: Duration },
     /// Make a Service port reachable from the host through a NodePort Service `<service>-e2e`
     /// (the node port fixed when given, else allocated), and set the run variable `var` to its
     /// URL.
@@ -215,6 +217,9 @@ impl fmt::Display for KubeOp {
                 write!(f, "wait for job/{job} to complete (timeout {}s)", timeout.as_secs())
             }
             KubeOp::ServerVersion => write!(f, "check the API server answers (GET /version)"),
+            KubeOp::ClusterReady { timeout } => {
+                write!(f, "wait until the API server answers and every node is Ready (timeout {}s)", timeout.as_secs())
+            }
             KubeOp::Expose { service, port, node_port, url, var } => {
                 write!(f, "expose service/{service} port {port} as NodePort service/{service}-e2e")?;
                 if let Some(node_port) = node_port {
@@ -286,6 +291,11 @@ pub enum Step {
     /// When this probe succeeds the result already exists: skip the task's remaining steps and
     /// report it cached.
     SkipIf(Command),
+    /// When this probe fails there is nothing to do (nothing to delete, say): skip the task's
+    /// remaining steps and report it cached.
+    OnlyIf(Command),
+    /// Run this command; its failure is logged and the task goes on.
+    Try(Command),
     /// When the file `stamp` holds `value`, these inputs already succeeded: skip the task's
     /// remaining steps and report it cached.
     SkipIfStamped {
@@ -298,19 +308,29 @@ pub enum Step {
         value: String,
     },
     /// With the engine `program`, remove all but the `keep` newest tags of the repository of
-    /// each of `images` (`repository:tag`, `${...}` filled in), never one of `images`.
+    /// each of `images` (`repository:tag`, `${...}` filled in), never one of `images`; and from
+    /// the container `node` too (`crictl rmi` in it), when there is one.
     Prune {
         program: String,
         images: Vec<String>,
         keep: usize,
+        node: Option<String>,
     },
 }
 
 impl Step {
+    /// The command it runs, if it runs one (probes included).
+    pub fn command(&self) -> Option<&Command> {
+        match self {
+            Step::Run(cmd) | Step::SkipIf(cmd) | Step::OnlyIf(cmd) | Step::Try(cmd) => Some(cmd),
+            _ => None,
+        }
+    }
+
     /// The run variables this step reads.
     pub fn reads(&self) -> Vec<&str> {
         match self {
-            Step::Run(cmd) | Step::SkipIf(cmd) => cmd.reads().collect(),
+            Step::Run(cmd) | Step::SkipIf(cmd) | Step::OnlyIf(cmd) | Step::Try(cmd) => cmd.reads().collect(),
             Step::Kube(KubeOp::Apply { reads, .. }) => reads.iter().map(String::as_str).collect(),
             Step::Kube(_) | Step::Copy { .. } | Step::Remove { .. } => Vec::new(),
             Step::Write { text, .. } => placeholders(text).collect(),
@@ -352,9 +372,11 @@ impl fmt::Display for Step {
                 write!(f, "{var} = content hash of {}", inputs.join(", "))
             }
             Step::SkipIf(probe) => write!(f, "cached if this succeeds: $ {probe}"),
+            Step::OnlyIf(probe) => write!(f, "nothing to do unless this succeeds: $ {probe}"),
+            Step::Try(cmd) => write!(f, "$ {cmd} (a failure is no error)"),
             Step::SkipIfStamped { stamp, value } => write!(f, "cached if {stamp} holds {value}"),
             Step::Stamp { stamp, value } => write!(f, "write {value} to {stamp}"),
-            Step::Prune { program, images, keep } => {
+            Step::Prune { program, images, keep, node } => {
                 let repositories: Vec<&str> =
                     images.iter().map(|image| image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r)).collect();
                 write!(
@@ -362,7 +384,11 @@ impl fmt::Display for Step {
                     "{program}: keep the newest {keep} tags of each of {} and remove older ones (never {})",
                     repositories.join(", "),
                     images.join(", ")
-                )
+                )?;
+                match node {
+                    Some(node) => write!(f, ", from the engine and from node {node}"),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -463,6 +489,10 @@ impl Task {
 
     pub fn skip_if(self, probe: Command) -> Task {
         self.step(Step::SkipIf(probe))
+    }
+
+    pub fn only_if(self, probe: Command) -> Task {
+        self.step(Step::OnlyIf(probe))
     }
 
     /// Skips the rest when `stamp` holds `value`; records `value` there once the rest succeeded.

@@ -381,7 +381,10 @@ impl<E: Executor> Pass<'_, E> {
                             record.note = note;
                             Status::Ok
                         }
-                        Ok((Outcome::Cached, _)) => Status::Cached,
+                        Ok((Outcome::Cached, note)) => {
+                            record.note = note;
+                            Status::Cached
+                        }
                         Err(_) if !started => Status::NotStarted,
                         Err(err) if err.is::<Cancelled>() => Status::Cancelled,
                         Err(err) => {
@@ -406,9 +409,13 @@ impl<E: Executor> Pass<'_, E> {
     }
 }
 
-/// A successful result with what the task says it did: its own note, or the plan's.
+/// A successful result with what the task says it did: its own note, or the plan's when it did
+/// its work.
 fn noted(result: anyhow::Result<Outcome>, cx: &TaskCx, task: &Task) -> anyhow::Result<(Outcome, Option<String>)> {
-    result.map(|outcome| (outcome, cx.take_note().or_else(|| task.done.clone())))
+    result.map(|outcome| {
+        let planned = (outcome == Outcome::Done).then(|| task.done.clone()).flatten();
+        (outcome, cx.take_note().or(planned))
+    })
 }
 
 fn stop_on_failure<T>(result: &anyhow::Result<T>, stop: &CancellationToken, keep_going: bool) {
