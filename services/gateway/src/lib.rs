@@ -2,6 +2,7 @@
 //! Redis and auditing through a Redis outbox forwarded to datastorage.
 
 pub mod alert;
+pub mod auth;
 pub mod cache;
 pub mod failure;
 pub mod hardening;
