@@ -7,12 +7,16 @@ use remedy_api::{RemediationRequest, RemediationRequestSpec, TargetResource, Wor
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::DedupWindow;
+
 /// Most alerts accepted in one webhook call.
 pub const MAX_ALERTS: usize = 500;
 /// Annotation naming the workflow image.
 pub const WORKFLOW_IMAGE_ANNOTATION: &str = "remedy_workflow_image";
 /// Annotation holding the workflow command as a JSON array of strings.
 pub const WORKFLOW_COMMAND_ANNOTATION: &str = "remedy_workflow_command";
+/// Annotation asking for a deduplication window (whole seconds, within the configured bounds).
+pub const DEDUP_WINDOW_ANNOTATION: &str = "remedy_dedup_window_seconds";
 
 /// The webhook body Alertmanager posts (only the fields Remedy reads).
 #[derive(Debug, Deserialize)]
@@ -49,9 +53,30 @@ pub enum AlertStatus {
     Resolved,
 }
 
+/// Where a signal came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An Alertmanager webhook.
+    Alertmanager,
+    /// A Kubernetes Warning Event.
+    KubernetesEvent,
+}
+
+impl Source {
+    /// The name in audit events and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alertmanager => "alertmanager",
+            Self::KubernetesEvent => "kubernetes-event",
+        }
+    }
+}
+
 /// A validated alert, ready to become a RemediationRequest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
+    /// Where it came from.
+    pub source: Source,
     /// Firing or resolved.
     pub status: AlertStatus,
     /// SHA-256 hex of the sorted labels.
@@ -70,6 +95,8 @@ pub struct Signal {
     pub starts_at: Option<String>,
     /// Workflow requested through annotations.
     pub workflow: Option<WorkflowTemplate>,
+    /// The deduplication window of this signal, in seconds.
+    pub window_seconds: u64,
 }
 
 /// Why a payload was rejected (answered with 400).
@@ -95,8 +122,8 @@ pub enum Invalid {
     Annotation(usize, String),
 }
 
-/// Parses and validates a webhook body.
-pub fn parse(body: &[u8]) -> Result<Vec<Signal>, Invalid> {
+/// Parses and validates a webhook body; an alert's window must lie within `window`'s bounds.
+pub fn parse(body: &[u8], window: &DedupWindow) -> Result<Vec<Signal>, Invalid> {
     let hook: Webhook = serde_json::from_slice(body).map_err(|e| Invalid::Malformed(e.to_string()))?;
     if hook.version != "4" {
         return Err(Invalid::Version(hook.version));
@@ -104,10 +131,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Signal>, Invalid> {
     if hook.alerts.is_empty() || hook.alerts.len() > MAX_ALERTS {
         return Err(Invalid::AlertCount(hook.alerts.len()));
     }
-    hook.alerts.into_iter().enumerate().map(|(i, a)| validate(i, a)).collect()
+    hook.alerts.into_iter().enumerate().map(|(i, a)| validate(i, a, window)).collect()
 }
 
-fn validate(i: usize, alert: Alert) -> Result<Signal, Invalid> {
+fn validate(i: usize, alert: Alert, window: &DedupWindow) -> Result<Signal, Invalid> {
     let status = match alert.status.as_str() {
         "firing" => AlertStatus::Firing,
         "resolved" => AlertStatus::Resolved,
@@ -125,7 +152,9 @@ fn validate(i: usize, alert: Alert) -> Result<Signal, Invalid> {
         return Err(Invalid::Label(i, format!("label namespace {namespace:?} is not a valid namespace name")));
     }
     let workflow = workflow_from(&alert.annotations).map_err(|e| Invalid::Annotation(i, e))?;
+    let window_seconds = window_from(&alert.annotations, window).map_err(|e| Invalid::Annotation(i, e))?;
     Ok(Signal {
+        source: Source::Alertmanager,
         status,
         fingerprint: fingerprint(&alert.labels),
         name,
@@ -135,7 +164,20 @@ fn validate(i: usize, alert: Alert) -> Result<Signal, Invalid> {
         annotations: alert.annotations,
         starts_at: alert.starts_at,
         workflow,
+        window_seconds,
     })
+}
+
+/// The window an alert asks for with [`DEDUP_WINDOW_ANNOTATION`], or the default.
+fn window_from(annotations: &BTreeMap<String, String>, window: &DedupWindow) -> Result<u64, String> {
+    let Some(value) = annotations.get(DEDUP_WINDOW_ANNOTATION) else { return Ok(window.default) };
+    match value.trim().parse::<u64>() {
+        Ok(s) if (window.min..=window.max).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "annotation {DEDUP_WINDOW_ANNOTATION}={value:?} must be whole seconds from {} to {}",
+            window.min, window.max
+        )),
+    }
 }
 
 /// SHA-256 (hex) over the labels in sorted order, each key and value prefixed with its
@@ -217,6 +259,7 @@ impl Signal {
         rr.metadata.labels = Some(BTreeMap::from([
             ("app.kubernetes.io/managed-by".to_owned(), "remedy-gateway".to_owned()),
             ("remedy.dev/fingerprint".to_owned(), self.fingerprint[..16].to_owned()),
+            ("remedy.dev/source".to_owned(), self.source.name().to_owned()),
         ]));
         rr
     }
@@ -226,6 +269,28 @@ impl Signal {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn parse_default(body: &[u8]) -> Result<Vec<Signal>, Invalid> {
+        parse(body, &DedupWindow { default: 300, min: 1, max: 600 })
+    }
+
+    #[test]
+    fn an_alert_may_ask_for_a_window_within_the_bounds() {
+        let with = |v: &str| {
+            let mut a = alert("firing");
+            a["annotations"][DEDUP_WINDOW_ANNOTATION] = v.into();
+            parse_default(&payload(json!([a])))
+        };
+        assert_eq!(parse_default(&payload(json!([alert("firing")]))).unwrap()[0].window_seconds, 300);
+        assert_eq!(with("2").unwrap()[0].window_seconds, 2);
+        assert_eq!(with("600").unwrap()[0].window_seconds, 600);
+        for bad in ["0", "601", "1.5", "soon"] {
+            assert!(
+                matches!(with(bad), Err(Invalid::Annotation(0, m)) if m.contains("from 1 to 600")),
+                "{bad} was accepted"
+            );
+        }
+    }
 
     fn payload(alerts: serde_json::Value) -> Vec<u8> {
         json!({"version": "4", "status": "firing", "receiver": "remedy", "groupLabels": {},
@@ -243,7 +308,7 @@ mod tests {
 
     #[test]
     fn parses_a_firing_alert() {
-        let signals = parse(&payload(json!([alert("firing")]))).unwrap();
+        let signals = parse_default(&payload(json!([alert("firing")]))).unwrap();
         assert_eq!(signals.len(), 1);
         let s = &signals[0];
         assert_eq!(s.status, AlertStatus::Firing);
@@ -274,27 +339,27 @@ mod tests {
 
     #[test]
     fn rejects_malformed_json_and_missing_fields() {
-        assert!(matches!(parse(b"{"), Err(Invalid::Malformed(_))));
-        assert!(matches!(parse(br#"{"version":"4"}"#), Err(Invalid::Malformed(m)) if m.contains("alerts")));
+        assert!(matches!(parse_default(b"{"), Err(Invalid::Malformed(_))));
+        assert!(matches!(parse_default(br#"{"version":"4"}"#), Err(Invalid::Malformed(m)) if m.contains("alerts")));
         assert!(
-            matches!(parse(br#"{"version":"4","alerts":[{"status":"firing"}]}"#), Err(Invalid::Malformed(m)) if m.contains("labels"))
+            matches!(parse_default(br#"{"version":"4","alerts":[{"status":"firing"}]}"#), Err(Invalid::Malformed(m)) if m.contains("labels"))
         );
-        assert!(matches!(parse(b"[]"), Err(Invalid::Malformed(_))));
+        assert!(matches!(parse_default(b"[]"), Err(Invalid::Malformed(_))));
     }
 
     #[test]
     fn rejects_wrong_version_and_alert_counts() {
         let mut v: serde_json::Value = serde_json::from_slice(&payload(json!([alert("firing")]))).unwrap();
         v["version"] = "3".into();
-        assert_eq!(parse(v.to_string().as_bytes()), Err(Invalid::Version("3".into())));
-        assert_eq!(parse(&payload(json!([]))), Err(Invalid::AlertCount(0)));
+        assert_eq!(parse_default(v.to_string().as_bytes()), Err(Invalid::Version("3".into())));
+        assert_eq!(parse_default(&payload(json!([]))), Err(Invalid::AlertCount(0)));
         let many: Vec<_> = (0..=MAX_ALERTS).map(|_| alert("firing")).collect();
-        assert_eq!(parse(&payload(json!(many))), Err(Invalid::AlertCount(MAX_ALERTS + 1)));
+        assert_eq!(parse_default(&payload(json!(many))), Err(Invalid::AlertCount(MAX_ALERTS + 1)));
     }
 
     #[test]
     fn rejects_unknown_status() {
-        let err = parse(&payload(json!([alert("firing"), alert("pending")]))).unwrap_err();
+        let err = parse_default(&payload(json!([alert("firing"), alert("pending")]))).unwrap_err();
         assert_eq!(err, Invalid::Status(1, "pending".into()));
     }
 
@@ -302,13 +367,13 @@ mod tests {
     fn rejects_missing_or_bad_labels() {
         let mut a = alert("firing");
         a["labels"].as_object_mut().unwrap().remove("alertname");
-        assert!(matches!(parse(&payload(json!([a]))), Err(Invalid::Label(0, m)) if m.contains("alertname")));
+        assert!(matches!(parse_default(&payload(json!([a]))), Err(Invalid::Label(0, m)) if m.contains("alertname")));
         let mut a = alert("firing");
         a["labels"].as_object_mut().unwrap().remove("namespace");
-        assert!(matches!(parse(&payload(json!([a]))), Err(Invalid::Label(0, m)) if m.contains("namespace")));
+        assert!(matches!(parse_default(&payload(json!([a]))), Err(Invalid::Label(0, m)) if m.contains("namespace")));
         let mut a = alert("firing");
         a["labels"]["namespace"] = "Not_A_Namespace".into();
-        assert!(matches!(parse(&payload(json!([a]))), Err(Invalid::Label(0, _))));
+        assert!(matches!(parse_default(&payload(json!([a]))), Err(Invalid::Label(0, _))));
     }
 
     #[test]
@@ -316,7 +381,7 @@ mod tests {
         let mut a = alert("firing");
         a["annotations"][WORKFLOW_IMAGE_ANNOTATION] = "busybox".into();
         a["annotations"][WORKFLOW_COMMAND_ANNOTATION] = r#"["sh","-c","true"]"#.into();
-        let s = &parse(&payload(json!([a]))).unwrap()[0];
+        let s = &parse_default(&payload(json!([a]))).unwrap()[0];
         assert_eq!(
             s.workflow,
             Some(WorkflowTemplate { image: "busybox".into(), command: vec!["sh".into(), "-c".into(), "true".into()] })
@@ -324,10 +389,10 @@ mod tests {
         let mut a = alert("firing");
         a["annotations"][WORKFLOW_IMAGE_ANNOTATION] = "busybox".into();
         a["annotations"][WORKFLOW_COMMAND_ANNOTATION] = "sh -c true".into();
-        assert!(matches!(parse(&payload(json!([a]))), Err(Invalid::Annotation(0, _))));
+        assert!(matches!(parse_default(&payload(json!([a]))), Err(Invalid::Annotation(0, _))));
         let mut a = alert("firing");
         a["annotations"][WORKFLOW_COMMAND_ANNOTATION] = "[]".into();
-        assert!(matches!(parse(&payload(json!([a]))), Err(Invalid::Annotation(0, _))));
+        assert!(matches!(parse_default(&payload(json!([a]))), Err(Invalid::Annotation(0, _))));
     }
 
     #[test]

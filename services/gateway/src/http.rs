@@ -1,67 +1,58 @@
-//! The HTTP API: `POST /api/v1/signals/prometheus`, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP API: `POST /api/v1/signals/prometheus` (authenticated, rate limited, replay
+//! protected), and the open `/healthz`, `/readyz` and `/metrics`. Every response carries the
+//! security headers; cross-origin requests pass only from configured origins.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use remedy_api::{
-    audit::{AuditEvent, Outcome},
-    now_rfc3339,
-};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::{
-    alert::{self, AlertStatus, Signal},
-    metrics::Metrics,
-    redis_store::{Claim, RedisStore},
-    store::{Creation, RrStore},
+    alert::{self, Signal},
+    auth::{self, Access, Caller, Reviewer, TokenVerdict},
+    config::DedupWindow,
+    failure::Refusal,
+    hardening,
+    intake::{Intake, SignalResult, missing_namespace},
+    ratelimit::RateLimiter,
+    replay,
+    scope::{InScope, Scope},
+    store::RrStore,
 };
-
-/// How long a duplicate waits for a concurrent first delivery to create the resource.
-const CREATION_WAIT: Duration = Duration::from_millis(100);
-const CREATION_WAIT_ROUNDS: usize = 20;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
-pub struct AppState<S> {
-    /// RemediationRequest storage.
-    pub store: S,
-    /// Deduplication claims and audit outbox.
-    pub redis: RedisStore,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Woken after outbox pushes.
-    pub wake: Arc<Notify>,
-    /// Deduplication window in seconds.
-    pub dedup_window_seconds: u64,
-}
-
-/// What happened to one alert (snake_case keys, like the audit API).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SignalResult {
-    /// `created`, `duplicate`, `ignored` (resolved alerts) or `rejected` (see `reason`).
-    pub status: String,
-    /// The alert's fingerprint.
-    pub fingerprint: String,
-    /// Namespace of the RemediationRequest.
-    pub namespace: String,
-    /// Name of the RemediationRequest (none for ignored and rejected alerts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remediation_request: Option<String>,
-    /// Occurrences counted so far, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub occurrence_count: Option<i64>,
-    /// Why the alert was rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+pub struct AppState<S, R> {
+    /// Signal handling: deduplication, resources, audit.
+    pub intake: Intake<S>,
+    /// Token and access reviews.
+    pub access: Access<R>,
+    /// Which namespaces the gateway acts in.
+    pub scope: Scope<S>,
+    /// Per-caller rate limit.
+    pub limiter: Arc<RateLimiter>,
+    /// Deduplication window bounds.
+    pub dedup: DedupWindow,
+    /// Accepted distance of `X-Timestamp` from now; zero turns the check off.
+    pub replay_window: Duration,
+    /// Set on SIGTERM: `/readyz` answers 503 so endpoints stop sending traffic.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 /// The answer to a webhook call.
@@ -71,166 +62,158 @@ pub struct WebhookResponse {
     pub results: Vec<SignalResult>,
 }
 
-/// The whole router.
-pub fn router<S: RrStore>(state: AppState<S>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/api/v1/signals/prometheus", post(receive::<S>))
+/// The whole router: signals behind the guard, the open endpoints, and around everything the
+/// CORS check and the security headers.
+pub fn router<S: RrStore, R: Reviewer>(
+    state: AppState<S, R>,
+    max_body_bytes: usize,
+    cors_allowed_origins: Vec<String>,
+) -> Router {
+    let signals = Router::new()
+        .route("/api/v1/signals/prometheus", post(receive::<S, R>))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::<S, R>));
+    Router::new()
+        .merge(signals)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics::<S>))
+        .route("/readyz", get(readyz::<S, R>))
+        .route("/metrics", get(metrics::<S, R>))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(Arc::new(cors_allowed_origins), hardening::cors))
+        .layer(middleware::map_response(hardening::security_headers))
 }
 
-fn error(status: StatusCode, reason: String) -> Response {
-    (status, Json(json!({ "error": reason }))).into_response()
+fn refuse<S, R>(st: &AppState<S, R>, refusal: Refusal) -> Response {
+    st.intake.metrics.refusal(refusal.kind());
+    refusal.into_response()
 }
 
-async fn receive<S: RrStore>(State(st): State<AppState<S>>, body: Bytes) -> Response {
-    let signals = match alert::parse(&body) {
+fn unavailable<S, R>(st: &AppState<S, R>, err: &anyhow::Error) -> Response {
+    st.intake.metrics.signal("error");
+    tracing::error!(error = %format!("{err:#}"), "request not served");
+    refuse(st, Refusal::from_error(err))
+}
+
+/// Before the body is read: the caller (401), its rate limit (429) and the timestamp (400).
+async fn guard<S: RrStore, R: Reviewer>(
+    State(st): State<AppState<S, R>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let now = Instant::now();
+    let token = match auth::bearer_token(request.headers()) {
+        Ok(token) => token.to_owned(),
+        Err(e) => return refuse(&st, Refusal::unauthenticated(e.to_string())),
+    };
+    let caller = match st.access.authenticate(&token, now).await {
+        Ok(TokenVerdict::Authenticated(caller)) => caller,
+        Ok(TokenVerdict::Rejected(reason)) => {
+            return refuse(&st, Refusal::unauthenticated(format!("bearer token rejected by the API server: {reason}")));
+        }
+        Err(e) => return unavailable(&st, &e),
+    };
+    if let Err(seconds) = st.limiter.check(&caller.username, now) {
+        tracing::info!(caller = %caller.username, retry_after = seconds, "rate limited");
+        return refuse(&st, Refusal::rate_limited(seconds));
+    }
+    let sent = request.headers().get(replay::HEADER).map(|v| v.to_str().unwrap_or("<not text>"));
+    if let Err(reason) = replay::check(sent, unix_now(), st.replay_window) {
+        return refuse(&st, Refusal::bad_request(reason));
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+async fn receive<S: RrStore, R: Reviewer>(
+    State(st): State<AppState<S, R>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let signals = match alert::parse(&body, &st.dedup) {
         Ok(s) => s,
         Err(e) => {
-            st.metrics.signal("rejected");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
+            st.intake.metrics.signal("rejected");
+            return refuse(&st, Refusal::bad_request(e.to_string()));
         }
     };
-    let mut results = Vec::with_capacity(signals.len());
+    // Scope and access for every namespace first: a refused payload creates nothing.
+    let now = Instant::now();
+    let mut standing: BTreeMap<String, InScope> = BTreeMap::new();
     for signal in &signals {
-        match accept(&st, signal).await {
-            Ok(r) => {
-                st.metrics.signal(match r.status.as_str() {
-                    "created" => "created",
-                    "duplicate" => "duplicate",
-                    "rejected" => "rejected",
-                    _ => "ignored",
-                });
-                results.push(r);
-            }
-            Err(e) => {
-                st.metrics.signal("error");
-                tracing::error!(fingerprint = %signal.fingerprint, error = %format!("{e:#}"), "signal not accepted");
-                return error(StatusCode::SERVICE_UNAVAILABLE, format!("signal not accepted, retry: {e:#}"));
+        let ns = &signal.namespace;
+        if standing.contains_key(ns) {
+            continue;
+        }
+        let verdict = match st.scope.check(ns, false, now).await {
+            Ok(v) => v,
+            Err(e) => return unavailable(&st, &e),
+        };
+        if verdict == InScope::Managed {
+            match st.access.authorize(&caller, ns, now).await {
+                Ok(access) if access.allowed => {}
+                Ok(access) => {
+                    let reason = auth::denial(&caller, ns, &access);
+                    tracing::info!(%reason, "caller not allowed");
+                    return refuse(&st, Refusal::forbidden(reason).with("namespace", ns.as_str()));
+                }
+                Err(e) => return unavailable(&st, &e),
             }
         }
+        standing.insert(ns.clone(), verdict);
     }
-    st.wake.notify_one();
-    let status = if results.iter().any(|r| r.status == "created") {
+    let in_scope = |s: &Signal| standing[&s.namespace] == InScope::Managed;
+    if signals.iter().any(in_scope)
+        && let Err(e) = st.intake.ensure_outbox_room().await
+    {
+        return unavailable(&st, &e);
+    }
+    let mut results = Vec::with_capacity(signals.len());
+    for signal in &signals {
+        let result = match standing[&signal.namespace] {
+            InScope::Missing => SignalResult::of(signal, "rejected").because(missing_namespace(&signal.namespace)),
+            InScope::Unmanaged => SignalResult::of(signal, "out_of_scope").because(st.scope.reason(&signal.namespace)),
+            InScope::Managed => match st.intake.accept(signal).await {
+                Ok(r) => r,
+                Err(e) => return unavailable(&st, &e),
+            },
+        };
+        st.intake.count(&result);
+        results.push(result);
+    }
+    answer(&st, results)
+}
+
+/// 201 if any alert was created, else 202 if any was a duplicate, else 400 if any was
+/// rejected, else 403 if every alert was out of scope, else 200.
+fn answer<S, R>(st: &AppState<S, R>, results: Vec<SignalResult>) -> Response {
+    let any = |status: &str| results.iter().any(|r| r.status == status);
+    let first_reason =
+        |status: &str| results.iter().find(|r| r.status == status).and_then(|r| r.reason.clone()).unwrap_or_default();
+    let status = if any("created") {
         StatusCode::CREATED
-    } else if results.iter().any(|r| r.status == "duplicate") {
+    } else if any("duplicate") {
         StatusCode::ACCEPTED
-    } else if let Some(rejected) = results.iter().find(|r| r.status == "rejected") {
-        let reason = rejected.reason.clone().unwrap_or_default();
-        let body = json!({ "error": reason, "results": results });
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    } else if any("rejected") {
+        let reason = first_reason("rejected");
+        return refuse(st, Refusal::bad_request(reason).with("results", json!(results)));
+    } else if results.iter().all(|r| r.status == "out_of_scope") {
+        let reason = first_reason("out_of_scope");
+        return refuse(st, Refusal::forbidden(reason).with("results", json!(results)));
     } else {
         StatusCode::OK
     };
     (status, Json(WebhookResponse { results })).into_response()
 }
 
-/// Handles one alert. The first delivery opens the fingerprint's deduplication window and
-/// creates its RemediationRequest; deliveries inside the window count occurrences on the name
-/// the window's claim holds; after the window a new resource is created. When creating fails
-/// the claim is dropped, so Alertmanager's retry is handled afresh.
-async fn accept<S: RrStore>(st: &AppState<S>, signal: &Signal) -> anyhow::Result<SignalResult> {
-    if signal.status == AlertStatus::Resolved {
-        return Ok(result(signal, "ignored", None, None));
+async fn readyz<S: RrStore, R: Reviewer>(State(st): State<AppState<S, R>>) -> (StatusCode, String) {
+    if st.shutting_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
     }
-    let opened = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let name = alert::rr_name(&signal.fingerprint, opened);
-    match st.redis.claim(&signal.fingerprint, &name, st.dedup_window_seconds).await? {
-        Claim::Opened => create_new(st, signal, &name).await,
-        Claim::Held(name) => duplicate(st, signal, &name).await,
-    }
-}
-
-async fn create_new<S: RrStore>(st: &AppState<S>, signal: &Signal, name: &str) -> anyhow::Result<SignalResult> {
-    let created = match st.store.create(&signal.remediation_request(name), &now_rfc3339()).await {
-        Ok(created) => created,
-        Err(e) => {
-            if let Err(release) = st.redis.release(&signal.fingerprint).await {
-                tracing::warn!(error = %format!("{release:#}"), "releasing deduplication claim");
-            }
-            return Err(e);
-        }
-    };
-    match created {
-        Creation::NamespaceNotFound => {
-            // Nothing was created; drop the claim so the alert is handled afresh once the
-            // namespace exists.
-            st.redis.release(&signal.fingerprint).await?;
-            tracing::warn!(namespace = %signal.namespace, alert = %signal.name, "alert for a missing namespace rejected");
-            let mut r = result(signal, "rejected", None, None);
-            r.reason = Some(format!("namespace {:?} does not exist", signal.namespace));
-            Ok(r)
-        }
-        Creation::Created => {
-            audit(st, signal, name, "gateway.signal.received", json!({})).await?;
-            Ok(result(signal, "created", Some(name), Some(1)))
-        }
-        // Left over from an earlier delivery whose answer was lost: an occurrence.
-        Creation::AlreadyExists => duplicate(st, signal, name).await,
-    }
-}
-
-async fn duplicate<S: RrStore>(st: &AppState<S>, signal: &Signal, name: &str) -> anyhow::Result<SignalResult> {
-    for _ in 0..CREATION_WAIT_ROUNDS {
-        if let Some(count) = st.store.record_occurrence(&signal.namespace, name, &now_rfc3339()).await? {
-            audit(st, signal, name, "gateway.signal.deduplicated", json!({"occurrence_count": count})).await?;
-            return Ok(result(signal, "duplicate", Some(name), Some(count)));
-        }
-        // A concurrent first delivery holds the claim and may still be creating it.
-        tokio::time::sleep(CREATION_WAIT).await;
-    }
-    // The window is open but its resource is gone (deleted): create it again.
-    match st.store.create(&signal.remediation_request(name), &now_rfc3339()).await? {
-        Creation::Created => {
-            audit(st, signal, name, "gateway.signal.received", json!({})).await?;
-            Ok(result(signal, "created", Some(name), Some(1)))
-        }
-        Creation::AlreadyExists => anyhow::bail!("RemediationRequest {name} appeared concurrently"),
-        Creation::NamespaceNotFound => anyhow::bail!("namespace {} was deleted", signal.namespace),
-    }
-}
-
-fn result(signal: &Signal, status: &str, name: Option<&str>, occurrence_count: Option<i64>) -> SignalResult {
-    SignalResult {
-        status: status.to_owned(),
-        fingerprint: signal.fingerprint.clone(),
-        namespace: signal.namespace.clone(),
-        remediation_request: name.map(str::to_owned),
-        occurrence_count,
-        reason: None,
-    }
-}
-
-/// Writes an audit event to the durable outbox; the forwarder delivers it.
-async fn audit<S: RrStore>(
-    st: &AppState<S>,
-    signal: &Signal,
-    name: &str,
-    event_type: &str,
-    mut data: serde_json::Value,
-) -> anyhow::Result<()> {
-    data["fingerprint"] = signal.fingerprint.clone().into();
-    data["alertname"] = signal.name.clone().into();
-    data["severity"] = signal.severity.clone().into();
-    let event = AuditEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        event_type: event_type.to_owned(),
-        event_timestamp: now_rfc3339(),
-        correlation_id: name.to_owned(),
-        actor: "gateway".to_owned(),
-        namespace: Some(signal.namespace.clone()),
-        resource: Some(format!("RemediationRequest/{name}")),
-        outcome: Outcome::Success,
-        data,
-    };
-    st.redis.outbox_push(&serde_json::to_string(&event)?).await
-}
-
-async fn readyz<S: RrStore>(State(st): State<AppState<S>>) -> (StatusCode, String) {
-    let (redis, api) = tokio::join!(st.redis.ping(), st.store.ready());
+    let (redis, api) = tokio::join!(st.intake.redis.ping(), st.intake.store.ready());
     match (redis, api) {
         (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
         (r, a) => {
@@ -240,7 +223,7 @@ async fn readyz<S: RrStore>(State(st): State<AppState<S>>) -> (StatusCode, Strin
     }
 }
 
-async fn metrics<S: RrStore>(State(st): State<AppState<S>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
+async fn metrics<S: RrStore, R: Reviewer>(State(st): State<AppState<S, R>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.intake.metrics.render())
         .into_response()
 }

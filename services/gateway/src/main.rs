@@ -1,49 +1,71 @@
-//! The gateway binary. Configuration from the environment: `LISTEN_ADDR` (0.0.0.0:8080),
-//! `REDIS_URL` (redis://redis:6379), `DATASTORAGE_URL` (http://datastorage:8080),
-//! `DEDUP_WINDOW_SECONDS` (300), `MAX_BODY_BYTES` (262144), `REDIS_KEY_PREFIX` (remedy:gateway:).
+//! The gateway binary. Configuration from the environment (`gateway::config`, listed in
+//! docs/services.md).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::Context;
 use gateway::{
+    auth::{Access, KubeReviewer},
+    config::Config,
     http::{AppState, router},
+    intake::Intake,
     metrics::Metrics,
     outbox::Forwarder,
+    ratelimit::RateLimiter,
     redis_store::RedisStore,
+    scope::Scope,
     store::KubeStore,
 };
-use remedy_api::{
-    audit_client::AuditClient,
-    runtime::{self, env_or, env_parse},
-};
+use remedy_api::{audit_client::AuditClient, runtime};
 use tokio::sync::Notify;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let addr = runtime::listen_addr()?;
-    let redis =
-        RedisStore::new(&env_or("REDIS_URL", "redis://redis:6379"), &env_or("REDIS_KEY_PREFIX", "remedy:gateway:"))?;
-    let datastorage = env_or("DATASTORAGE_URL", "http://datastorage:8080");
-    let dedup_window_seconds: u64 = env_parse("DEDUP_WINDOW_SECONDS", 300)?;
-    anyhow::ensure!(dedup_window_seconds >= 1, "DEDUP_WINDOW_SECONDS must be at least 1");
-    let max_body_bytes: usize = env_parse("MAX_BODY_BYTES", 256 * 1024)?;
+    let config = Config::from_env()?;
+    let redis = RedisStore::new(&config.redis_url, &config.redis_prefix)?;
     let client = kube::Client::try_default().await.context("Kubernetes client")?;
     let metrics = Metrics::default();
     let wake = Arc::new(Notify::new());
+    let store = KubeStore::new(client.clone());
+    let intake = Intake {
+        store: store.clone(),
+        redis: redis.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        outbox_max: config.audit_outbox_max,
+    };
+    let scope = Scope::new(store, config.managed_label.clone(), config.scope_cache);
 
     let forwarder = Forwarder {
         redis: redis.clone(),
-        client: AuditClient::new(&datastorage)?,
+        client: AuditClient::new(&config.datastorage_url)?,
         wake: wake.clone(),
         metrics: metrics.clone(),
         min_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(30),
+        max_backoff: config.audit_retry_max,
         idle_poll: Duration::from_secs(1),
     };
     tokio::spawn(forwarder.run());
 
-    tracing::info!(%datastorage, dedup_window_seconds, "starting gateway");
-    let state = AppState { store: KubeStore::new(client), redis, metrics, wake, dedup_window_seconds };
-    runtime::serve(addr, router(state, max_body_bytes)).await
+    let state = AppState {
+        intake,
+        access: Access::new(KubeReviewer::new(client), config.auth_cache),
+        scope,
+        limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+        dedup: config.dedup,
+        replay_window: config.replay_window,
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    };
+    tracing::info!(
+        addr = %config.listen,
+        datastorage = %config.datastorage_url,
+        dedup_window_seconds = config.dedup.default,
+        managed_namespace_label = %config.managed_label,
+        "starting gateway"
+    );
+    runtime::serve(config.listen, router(state, config.max_body_bytes, config.cors_allowed_origins.clone())).await
 }

@@ -11,8 +11,15 @@ use prometheus_client::{
 /// Label set of `gateway_signals`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `created`, `duplicate`, `ignored`, `rejected` or `error`.
+    /// `created`, `duplicate`, `ignored`, `out_of_scope`, `rejected` or `error`.
     pub outcome: &'static str,
+}
+
+/// Label set of `gateway_refusals`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `bad_request`, `unauthenticated`, `forbidden`, `rate_limited`, `unavailable` or `internal`.
+    pub reason: &'static str,
 }
 
 /// The gateway's metrics.
@@ -21,6 +28,8 @@ pub struct Metrics {
     registry: Arc<Registry>,
     /// Alerts handled, by outcome.
     pub signals: Family<OutcomeLabel, Counter>,
+    /// Requests refused, by reason.
+    pub refusals: Family<ReasonLabel, Counter>,
     /// Audit events delivered to datastorage.
     pub audit_delivered: Counter,
     /// Failed delivery attempts (retried later).
@@ -35,11 +44,13 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gateway");
         let signals = Family::<OutcomeLabel, Counter>::default();
+        let refusals = Family::<ReasonLabel, Counter>::default();
         let audit_delivered = Counter::default();
         let audit_delivery_failures = Counter::default();
         let audit_dead_lettered = Counter::default();
         let audit_outbox_length = Gauge::default();
         registry.register("signals", "Alerts handled, by outcome", signals.clone());
+        registry.register("refusals", "Requests refused, by reason", refusals.clone());
         registry.register("audit_delivered", "Audit events delivered to datastorage", audit_delivered.clone());
         registry.register(
             "audit_delivery_failures",
@@ -55,6 +66,7 @@ impl Default for Metrics {
         Self {
             registry: Arc::new(registry),
             signals,
+            refusals,
             audit_delivered,
             audit_delivery_failures,
             audit_dead_lettered,
@@ -67,6 +79,11 @@ impl Metrics {
     /// Counts one alert with `outcome`.
     pub fn signal(&self, outcome: &'static str) {
         self.signals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts one refused request with `reason`.
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// The Prometheus text exposition.

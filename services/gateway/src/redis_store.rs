@@ -1,10 +1,13 @@
-//! Redis: deduplication claims and the durable audit outbox.
+//! Redis: deduplication claims and the durable audit outbox. Every failure is marked as
+//! [`Dependency::Redis`].
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
+
+use crate::failure::{Dependency, OnDependency};
 
 /// Longest wait for one Redis operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +48,7 @@ impl RedisStore {
                 timed(ConnectionManager::new_with_config(self.client.clone(), config))
                     .await
                     .context("connecting to Redis")
+                    .on(Dependency::Redis)
             })
             .await?;
         Ok(conn.clone())
@@ -52,7 +56,7 @@ impl RedisStore {
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
         let mut conn = self.conn().await?;
-        timed(cmd.query_async(&mut conn)).await.context("Redis command")
+        timed(cmd.query_async(&mut conn)).await.context("Redis command").on(Dependency::Redis)
     }
 
     fn dedup_key(&self, fingerprint: &str) -> String {
@@ -126,7 +130,7 @@ impl RedisStore {
             .arg(item)
             .ignore();
         let mut conn = self.conn().await?;
-        timed(pipe.query_async::<()>(&mut conn)).await.context("Redis dead-letter")
+        timed(pipe.query_async::<()>(&mut conn)).await.context("Redis dead-letter").on(Dependency::Redis)
     }
 
     /// Number of entries in a list.

@@ -1,15 +1,19 @@
-//! Where RemediationRequests live: the Kubernetes API server in production, an in-memory
-//! map in tests.
+//! Where RemediationRequests live, and the namespaces they go in: the Kubernetes API server
+//! in production, an in-memory map in tests. Every failure of the API server is marked as
+//! [`Dependency::KubernetesApi`], so the request answers 503 with a retry hint.
 
-use std::future::Future;
+use std::{collections::BTreeMap, future::Future};
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
 use remedy_api::RemediationRequest;
 use serde_json::json;
+
+use crate::failure::{Dependency, OnDependency};
 
 /// Result of creating a RemediationRequest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,11 @@ pub trait RrStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Option<i64>>> + Send;
     /// `Ok` when the backing API answers.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The labels of namespace `name`; `None` when it does not exist.
+    fn namespace_labels(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<BTreeMap<String, String>>>> + Send;
 }
 
 /// RemediationRequests on a Kubernetes API server.
@@ -81,7 +90,11 @@ impl RrStore for KubeStore {
             Ok(_) => {}
             Err(e) if api_code(&e) == Some(409) => return Ok(Creation::AlreadyExists),
             Err(e) if is_namespace_not_found(&e) => return Ok(Creation::NamespaceNotFound),
-            Err(e) => return Err(e).with_context(|| format!("creating RemediationRequest {ns}/{name}")),
+            Err(e) => {
+                return Err(e)
+                    .on(Dependency::KubernetesApi)
+                    .with_context(|| format!("creating RemediationRequest {ns}/{name}"));
+            }
         }
         // The status subresource ignores status on create; set the first occurrence now. A
         // failure here is not fatal: an absent count reads as 1.
@@ -95,7 +108,12 @@ impl RrStore for KubeStore {
     async fn record_occurrence(&self, namespace: &str, name: &str, seen: &str) -> anyhow::Result<Option<i64>> {
         let api: Api<RemediationRequest> = Api::namespaced(self.client.clone(), namespace);
         for _ in 0..CONFLICT_RETRIES {
-            let Some(rr) = api.get_opt(name).await.with_context(|| format!("reading {namespace}/{name}"))? else {
+            let Some(rr) = api
+                .get_opt(name)
+                .await
+                .on(Dependency::KubernetesApi)
+                .with_context(|| format!("reading {namespace}/{name}"))?
+            else {
                 return Ok(None);
             };
             let count = next_count(&rr);
@@ -107,14 +125,29 @@ impl RrStore for KubeStore {
                 Ok(_) => return Ok(Some(count)),
                 Err(e) if api_code(&e) == Some(409) => continue,
                 Err(e) if api_code(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(e).with_context(|| format!("updating occurrences of {namespace}/{name}")),
+                Err(e) => {
+                    return Err(e)
+                        .on(Dependency::KubernetesApi)
+                        .with_context(|| format!("updating occurrences of {namespace}/{name}"));
+                }
             }
         }
-        anyhow::bail!("updating occurrences of {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} attempts")
+        Err(anyhow::anyhow!("still conflicting after {CONFLICT_RETRIES} attempts"))
+            .on(Dependency::KubernetesApi)
+            .with_context(|| format!("updating occurrences of {namespace}/{name}"))
     }
 
     async fn ready(&self) -> Result<(), String> {
         self.client.apiserver_version().await.map(|_| ()).map_err(|e| format!("API server unreachable: {e}"))
+    }
+
+    async fn namespace_labels(&self, name: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .on(Dependency::KubernetesApi)
+            .with_context(|| format!("reading namespace {name}"))?;
+        Ok(ns.map(|ns| ns.metadata.labels.unwrap_or_default()))
     }
 }
 

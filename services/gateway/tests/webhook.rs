@@ -1,9 +1,9 @@
 //! The webhook over real sockets, with real Redis (`REMEDY_TEST_REDIS_URL`, from
-//! `test/local-services.sh`), an in-memory RemediationRequest store and a fake datastorage.
-//! Bad-input tests need no Redis and always run.
+//! `test/local-services.sh`), an in-memory RemediationRequest store, a fake reviewer and a
+//! fake datastorage. Tests that never reach Redis always run.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU16, Ordering},
@@ -13,10 +13,16 @@ use std::{
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use gateway::{
+    auth::{Access, AccessVerdict, Caller, Reviewer, TokenVerdict},
+    config::DedupWindow,
+    failure::{Dependency, OnDependency},
     http::{AppState, WebhookResponse, router},
+    intake::Intake,
     metrics::Metrics,
     outbox::Forwarder,
+    ratelimit::{RateLimit, RateLimiter},
     redis_store::RedisStore,
+    scope::Scope,
     store::{Creation, RrStore},
 };
 use remedy_api::{RemediationRequest, audit::AuditEvent, audit_client::AuditClient};
@@ -24,10 +30,14 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 const BODY_LIMIT: usize = 16 * 1024;
+const TOKEN: &str = "alice-token";
+const MANAGED: &str = "remedy.dev/managed=true";
 
 /// Resources and their occurrence counts by (namespace, name).
 type Items = HashMap<(String, String), (RemediationRequest, i64)>;
 
+/// Namespaces: `shop` and `bank` managed, `lab` unmanaged, anything else missing. Creating
+/// fails while `fail_create` is set, as an API server refusing would.
 #[derive(Clone, Default)]
 struct MemStore {
     items: Arc<Mutex<Items>>,
@@ -43,7 +53,7 @@ impl MemStore {
 impl RrStore for MemStore {
     async fn create(&self, rr: &RemediationRequest, _seen: &str) -> anyhow::Result<Creation> {
         if self.fail_create.load(Ordering::SeqCst) {
-            anyhow::bail!("API server down (test)");
+            return Err(anyhow::anyhow!("exceeded quota (test)")).on(Dependency::KubernetesApi);
         }
         if rr.metadata.namespace.as_deref() == Some("missing") {
             return Ok(Creation::NamespaceNotFound);
@@ -67,6 +77,39 @@ impl RrStore for MemStore {
 
     async fn ready(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    async fn namespace_labels(&self, name: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        let managed = BTreeMap::from([("remedy.dev/managed".to_owned(), "true".to_owned())]);
+        Ok(match name {
+            "shop" | "bank" => Some(managed),
+            "lab" => Some(BTreeMap::new()),
+            _ => None,
+        })
+    }
+}
+
+/// `alice-token` is alice, allowed in `shop` only; `bob-token` is bob, allowed in `shop` and
+/// `bank`; every other token is rejected.
+#[derive(Clone, Default)]
+struct FakeReviewer;
+
+fn caller(name: &str) -> Caller {
+    Caller { username: name.to_owned(), uid: None, groups: vec![], extra: BTreeMap::new() }
+}
+
+impl Reviewer for FakeReviewer {
+    async fn review_token(&self, token: &str) -> anyhow::Result<TokenVerdict> {
+        Ok(match token {
+            TOKEN => TokenVerdict::Authenticated(caller("alice")),
+            "bob-token" => TokenVerdict::Authenticated(caller("bob")),
+            _ => TokenVerdict::Rejected("invalid bearer token".into()),
+        })
+    }
+
+    async fn review_access(&self, caller: &Caller, namespace: &str) -> anyhow::Result<AccessVerdict> {
+        let allowed = namespace == "shop" || (caller.username == "bob" && namespace == "bank");
+        Ok(AccessVerdict { allowed, reason: String::new() })
     }
 }
 
@@ -109,12 +152,33 @@ fn redis_url() -> String {
     )
 }
 
-/// A gateway with its own Redis key prefix, so tests run in parallel.
-async fn harness(url: &str) -> Harness {
-    harness_with_window(url, 60).await
+/// What a test may change about the gateway.
+struct Options {
+    window: DedupWindow,
+    rate_limit: RateLimit,
+    replay_window: Duration,
+    outbox_max: i64,
+    origins: Vec<String>,
 }
 
-async fn harness_with_window(url: &str, dedup_window_seconds: u64) -> Harness {
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            window: DedupWindow::fixed(60),
+            rate_limit: RateLimit { per_second: 0.0, burst: 0 },
+            replay_window: Duration::from_secs(300),
+            outbox_max: 1000,
+            origins: vec![],
+        }
+    }
+}
+
+/// A gateway with its own Redis key prefix, so tests run in parallel.
+async fn harness(url: &str) -> Harness {
+    harness_with(url, Options::default()).await
+}
+
+async fn harness_with(url: &str, options: Options) -> Harness {
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let redis = RedisStore::new(url, &prefix).unwrap();
     let store = MemStore::default();
@@ -123,15 +187,28 @@ async fn harness_with_window(url: &str, dedup_window_seconds: u64) -> Harness {
     let ds_url = spawn(Router::new().route("/api/v1/audit/events", post(fake_ds_handler)).with_state(ds.clone())).await;
     let metrics = Metrics::default();
     let wake = Arc::new(Notify::new());
-    let state = AppState {
+    let intake = Intake {
         store: store.clone(),
         redis: redis.clone(),
         metrics: metrics.clone(),
         wake: wake.clone(),
-        dedup_window_seconds,
+        outbox_max: options.outbox_max,
     };
-    let base = spawn(router(state, BODY_LIMIT)).await;
+    let state = AppState {
+        intake,
+        access: Access::new(FakeReviewer, Duration::from_secs(10)),
+        scope: Scope::new(store.clone(), MANAGED.parse().unwrap(), Duration::from_secs(10)),
+        limiter: Arc::new(RateLimiter::new(options.rate_limit)),
+        dedup: options.window,
+        replay_window: options.replay_window,
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    };
+    let base = spawn(router(state, BODY_LIMIT, options.origins)).await;
     Harness { base, store, redis, ds, ds_url, wake, metrics }
+}
+
+fn now() -> String {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string()
 }
 
 impl Harness {
@@ -147,16 +224,38 @@ impl Harness {
         }
     }
 
-    async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let resp = reqwest::Client::new()
+    /// A forwarder running until the test ends.
+    fn forward(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.forwarder().run())
+    }
+
+    /// A webhook request as alice, sent now.
+    fn request(&self) -> reqwest::RequestBuilder {
+        self.request_with(Some(TOKEN), Some(now()))
+    }
+
+    /// A webhook request with this token and timestamp, or without them.
+    fn request_with(&self, token: Option<&str>, timestamp: Option<String>) -> reqwest::RequestBuilder {
+        let mut request = reqwest::Client::new()
             .post(format!("{}/api/v1/signals/prometheus", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(timestamp) = timestamp {
+            request = request.header("x-timestamp", timestamp);
+        }
+        request
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = request.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.send(self.request().body(body)).await
     }
 
     async fn outbox_len(&self) -> i64 {
@@ -177,6 +276,12 @@ fn alert(name: &str, status: &str) -> Value {
            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "x"})
 }
 
+fn alert_in(name: &str, namespace: &str) -> Value {
+    let mut a = alert(name, "firing");
+    a["labels"]["namespace"] = namespace.into();
+    a
+}
+
 async fn wait_for(mut cond: impl AsyncFnMut() -> bool) {
     for _ in 0..200 {
         if cond().await {
@@ -187,7 +292,7 @@ async fn wait_for(mut cond: impl AsyncFnMut() -> bool) {
     panic!("condition not reached in 5 s");
 }
 
-/// A harness for the bad-input tests: Redis is never reached, so any URL will do.
+/// A harness for the tests that never reach Redis, so any URL will do.
 async fn offline() -> Harness {
     harness("redis://127.0.0.1:1").await
 }
@@ -233,10 +338,13 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
-async fn redis_down_is_503_and_not_ready() {
+async fn redis_down_is_503_with_a_retry_hint_and_not_ready() {
     let h = offline().await;
-    let (status, body) = h.post(webhook(json!([alert("A", "firing")]))).await;
-    assert_eq!(status, 503, "{body}");
+    let response = h.request().body(webhook(json!([alert("A", "firing")]))).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((body["dependency"].as_str(), body["retry_after_seconds"].as_u64()), (Some("redis"), Some(5)), "{body}");
     let ready = reqwest::get(format!("{}/readyz", h.base)).await.unwrap();
     assert_eq!(ready.status(), 503);
     let health = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
@@ -247,7 +355,7 @@ async fn redis_down_is_503_and_not_ready() {
 #[ignore = "needs Redis: run by cargo xtask test"]
 async fn new_signal_creates_then_duplicates_are_counted_and_audited() {
     let h = harness(&redis_url()).await;
-    tokio::spawn(h.forwarder().run());
+    h.forward();
 
     let (status, body) = h.post(webhook(json!([alert("HighCPU", "firing")]))).await;
     assert_eq!(status, 201, "{body}");
@@ -266,12 +374,13 @@ async fn new_signal_creates_then_duplicates_are_counted_and_audited() {
     assert_eq!(body["results"][0]["remediation_request"], name.as_str());
     assert_eq!(h.store.count("shop", &name), Some(2));
 
-    wait_for(async || h.ds.events.lock().unwrap().len() == 2).await;
+    // Datastorage has an event before the forwarder removes it from the outbox.
+    wait_for(async || h.outbox_len().await == 0).await;
     let events = h.ds.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
     assert_eq!(events[0].event_type, "gateway.signal.received");
     assert_eq!(events[1].event_type, "gateway.signal.deduplicated");
     assert!(events.iter().all(|e| e.correlation_id == name));
-    assert_eq!(h.outbox_len().await, 0);
 
     let metrics = reqwest::get(format!("{}/metrics", h.base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gateway_signals_total{outcome=\"created\"} 1"), "{metrics}");
@@ -302,7 +411,7 @@ async fn audit_events_survive_datastorage_outage_and_gateway_restart() {
 
     // Datastorage is failing: the forwarder retries and keeps the entry.
     h.ds.answer.store(503, Ordering::SeqCst);
-    let fwd = tokio::spawn(h.forwarder().run());
+    let fwd = h.forward();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.outbox_len().await, 1);
     assert!(h.ds.events.lock().unwrap().is_empty());
@@ -320,7 +429,7 @@ async fn rejected_audit_events_go_to_dead_letter_not_lost() {
     let h = harness(&redis_url()).await;
     h.redis.outbox_push("{\"not\":\"an event\"}").await.unwrap();
     h.ds.answer.store(400, Ordering::SeqCst);
-    let fwd = tokio::spawn(h.forwarder().run());
+    let fwd = h.forward();
     wait_for(async || h.outbox_len().await == 0).await;
     assert_eq!(h.redis.len(&h.redis.dead_letter_key()).await.unwrap(), 1);
     fwd.abort();
@@ -333,7 +442,7 @@ async fn a_404_from_whatever_answers_for_datastorage_is_retried_not_dead_lettere
     h.ds.answer.store(404, Ordering::SeqCst);
     let (status, _) = h.post(webhook(json!([alert("Misrouted", "firing")]))).await;
     assert_eq!(status, 201);
-    let fwd = tokio::spawn(h.forwarder().run());
+    let fwd = h.forward();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((h.outbox_len().await, h.redis.len(&h.redis.dead_letter_key()).await.unwrap()), (1, 0));
     h.ds.answer.store(201, Ordering::SeqCst);
@@ -349,6 +458,8 @@ async fn failed_creation_is_503_and_the_retry_creates() {
     h.store.fail_create.store(true, Ordering::SeqCst);
     let (status, body) = h.post(webhook(json!([alert("OOM", "firing")]))).await;
     assert_eq!(status, 503, "{body}");
+    assert_eq!(body["dependency"], "kubernetes-api", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("exceeded quota"), "{body}");
     assert_eq!(h.outbox_len().await, 0);
 
     h.store.fail_create.store(false, Ordering::SeqCst);
@@ -360,7 +471,7 @@ async fn failed_creation_is_503_and_the_retry_creates() {
 #[tokio::test]
 #[ignore = "needs Redis: run by cargo xtask test"]
 async fn after_the_window_a_new_resource_is_created() {
-    let h = harness_with_window(&redis_url(), 1).await;
+    let h = harness_with(&redis_url(), Options { window: DedupWindow::fixed(1), ..Options::default() }).await;
     let (status, first) = h.post(webhook(json!([alert("Flap", "firing")]))).await;
     assert_eq!(status, 201, "{first}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -423,4 +534,157 @@ async fn alert_for_missing_namespace_is_rejected_with_reason() {
     // The claim was dropped: the same alert is handled afresh, not as a duplicate.
     let (status, body) = h.post(webhook(json!([a]))).await;
     assert_eq!((status, body["results"][0]["status"].as_str()), (400, Some("rejected")));
+}
+
+#[tokio::test]
+async fn without_a_valid_token_the_answer_is_401_and_nothing_is_read() {
+    let h = offline().await;
+    let body = webhook(json!([alert("A", "firing")]));
+    let (status, reason) = h.send(h.request_with(None, Some(now())).body(body.clone())).await;
+    assert_eq!(status, 401);
+    assert!(reason["error"].as_str().unwrap().contains("missing bearer token"), "{reason}");
+    let (status, reason) = h.send(h.request_with(Some("stolen"), Some(now())).body(body.clone())).await;
+    assert_eq!(status, 401);
+    assert!(reason["error"].as_str().unwrap().contains("invalid bearer token"), "{reason}");
+    let basic = h.request_with(None, Some(now())).basic_auth("alice", Some("pw")).body(body);
+    let response = basic.send().await.unwrap();
+    assert_eq!((response.status().as_u16(), response.headers()["www-authenticate"].to_str().unwrap()), (401, "Bearer"));
+    // Redis is down, so a request that got past the guard would have answered 503.
+}
+
+#[tokio::test]
+async fn health_and_metrics_need_no_token_and_carry_the_security_headers() {
+    let h = offline().await;
+    for path in ["/healthz", "/metrics"] {
+        let response = reqwest::get(format!("{}{path}", h.base)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        for (name, value) in gateway::hardening::SECURITY_HEADERS {
+            assert_eq!(response.headers()[name], value, "{path} {name}");
+        }
+    }
+    let (status, _) = h.send(h.request_with(Some("stolen"), Some(now())).body("{}")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_timestamp_outside_the_window_is_400_before_anything_is_read() {
+    let h = offline().await;
+    let old = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 600).to_string();
+    let body = webhook(json!([alert("A", "firing")]));
+    let (status, reason) = h.send(h.request_with(Some(TOKEN), Some(old)).body(body.clone())).await;
+    assert_eq!(status, 400);
+    assert!(reason["error"].as_str().unwrap().contains("600s old"), "{reason}");
+    let (status, reason) = h.send(h.request_with(Some(TOKEN), None).body(body)).await;
+    assert_eq!(status, 400);
+    assert!(reason["error"].as_str().unwrap().contains("missing X-Timestamp"), "{reason}");
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_the_answer_is_429_with_retry_after_per_caller() {
+    let options = Options { rate_limit: RateLimit { per_second: 0.01, burst: 2 }, ..Options::default() };
+    let h = harness_with("redis://127.0.0.1:1", options).await;
+    let resolved = webhook(json!([alert("A", "resolved")]));
+    // Past the guard Redis is down (503), so the first two show they were let through.
+    for _ in 0..2 {
+        assert_eq!(h.post(resolved.clone()).await.0, 503);
+    }
+    let response = h.request().body(resolved.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "100");
+    let (status, _) = h.send(h.request_with(Some("bob-token"), Some(now())).body(resolved)).await;
+    assert_eq!(status, 503, "bob has his own bucket");
+}
+
+#[tokio::test]
+async fn cross_origin_requests_pass_only_from_configured_origins() {
+    let options = Options { origins: vec!["https://console.example".into()], ..Options::default() };
+    let h = harness_with("redis://127.0.0.1:1", options).await;
+    let url = format!("{}/api/v1/signals/prometheus", h.base);
+    let preflight = |origin: &str| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+    };
+    let allowed = preflight("https://console.example").send().await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://console.example");
+    assert!(allowed.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    let refused = preflight("https://evil.example").send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let (status, reason) = h.send(h.request().header("origin", "https://evil.example").body("{}")).await;
+    assert_eq!(status, 403);
+    assert!(reason["error"].as_str().unwrap().contains("https://evil.example"), "{reason}");
+    let response = h.request().header("origin", "https://console.example").body("{").send().await.unwrap();
+    assert_eq!(response.status(), 400, "an allowed origin reaches the handler");
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://console.example");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn a_caller_not_allowed_in_a_namespace_is_403_and_nothing_is_created() {
+    let h = harness(&redis_url()).await;
+    let body = webhook(json!([alert_in("Mixed", "shop"), alert_in("Mixed", "bank")]));
+    let (status, reason) = h.post(body.clone()).await;
+    assert_eq!(status, 403, "{reason}");
+    assert_eq!(reason["error"], "alice may not create remediationrequests.remedy.dev in namespace \"bank\"");
+    assert_eq!(reason["namespace"], "bank");
+    assert!(h.store.items.lock().unwrap().is_empty(), "the allowed alert of the payload was created");
+    assert_eq!(h.outbox_len().await, 0);
+    let (status, body) = h.send(h.request_with(Some("bob-token"), Some(now())).body(body)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn alerts_for_unmanaged_namespaces_are_out_of_scope() {
+    let h = harness(&redis_url()).await;
+    let (status, body) = h.post(webhook(json!([alert_in("Elsewhere", "lab")]))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("lacks the label remedy.dev/managed=true"), "{body}");
+    assert_eq!(body["results"][0]["status"], "out_of_scope");
+    let (status, body) = h.post(webhook(json!([alert_in("Elsewhere", "lab"), alert_in("Here", "shop")]))).await;
+    assert_eq!(status, 201, "{body}");
+    let statuses: Vec<&str> =
+        body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["out_of_scope", "created"]);
+    assert_eq!(h.store.items.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn a_full_outbox_refuses_new_signals_as_datastorage_unavailable() {
+    let h = harness_with(&redis_url(), Options { outbox_max: 2, ..Options::default() }).await;
+    assert_eq!(h.post(webhook(json!([alert("One", "firing")]))).await.0, 201);
+    assert_eq!(h.post(webhook(json!([alert("Two", "firing")]))).await.0, 201);
+    let response = h.request().body(webhook(json!([alert("Three", "firing")]))).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "30");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["dependency"], "datastorage", "{body}");
+    assert_eq!(h.store.items.lock().unwrap().len(), 2, "the refused signal was created");
+    // Once datastorage takes the events, signals are accepted again.
+    let fwd = h.forward();
+    wait_for(async || h.outbox_len().await == 0).await;
+    assert_eq!(h.post(webhook(json!([alert("Three", "firing")]))).await.0, 201);
+    fwd.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn an_alert_may_set_its_own_window_within_the_bounds() {
+    let h = harness(&redis_url()).await;
+    let mut a = alert("Short", "firing");
+    a["annotations"]["remedy_dedup_window_seconds"] = "1".into();
+    let (status, first) = h.post(webhook(json!([a.clone()]))).await;
+    assert_eq!((status, first["results"][0]["window_seconds"].as_u64()), (201, Some(1)), "{first}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, second) = h.post(webhook(json!([a.clone()]))).await;
+    assert_eq!(status, 201, "the 1 s window is over: {second}");
+    a["annotations"]["remedy_dedup_window_seconds"] = "100000".into();
+    let (status, body) = h.post(webhook(json!([a]))).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("from 1 to 3600"), "{body}");
 }

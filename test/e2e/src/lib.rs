@@ -78,7 +78,7 @@ where
             return value;
         }
         assert!(Instant::now() < deadline, "timed out after {}s waiting for {what}", timeout.as_secs());
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -138,6 +138,54 @@ pub async fn restart(env: &Env, client: &kube::Client, app: &str) {
     .await;
 }
 
+/// Restarts a Deployment the way `kubectl rollout restart` does (a new pod template, rolled
+/// out replacing the old pods one by one), and waits until the rollout is complete and every
+/// pod that ran before has exited. Returns the exit codes of the old containers seen exiting (a
+/// pod the kubelet removed first shows none).
+pub async fn rollout_restart(env: &Env, client: &kube::Client, app: &str) -> Vec<i32> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), &env.namespace);
+    let selector = kube::api::ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+    let old: Vec<String> =
+        pods.list(&selector).await.expect("list pods").items.iter().filter_map(|p| p.uid()).collect();
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &env.namespace);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_string();
+    let patch =
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"remedy.dev/restarted-at": stamp}}}}});
+    deployments
+        .patch(app, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("restart the deployment");
+    eventually(&format!("{app} to roll out and its old pods to exit"), Duration::from_secs(120), || async {
+        let d = deployments.get(app).await.ok()?;
+        let wanted = d.spec.as_ref()?.replicas.unwrap_or(1);
+        let status = d.status?;
+        let rolled = status.observed_generation >= d.metadata.generation
+            && status.updated_replicas == Some(wanted)
+            && status.available_replicas == Some(wanted);
+        if !rolled {
+            return None;
+        }
+        // A pod that has exited may stay listed until the kubelet gets round to removing it, and
+        // one deleted before its container started never runs one.
+        let mut codes = Vec::new();
+        for pod in pods.list(&selector).await.ok()?.items.iter().filter(|p| p.uid().is_some_and(|u| old.contains(&u))) {
+            pod.metadata.deletion_timestamp.as_ref()?;
+            for c in pod.status.as_ref()?.container_statuses.iter().flatten() {
+                let state = c.state.as_ref()?;
+                if state.running.is_some() {
+                    return None;
+                }
+                codes.extend(state.terminated.as_ref().map(|t| t.exit_code));
+            }
+        }
+        Some(codes)
+    })
+    .await
+}
+
 /// Scales a Deployment of the environment and waits until exactly `replicas` pods run and are
 /// available.
 pub async fn scale(env: &Env, client: &kube::Client, app: &str, replicas: i32) {
@@ -159,7 +207,8 @@ pub async fn scale(env: &Env, client: &kube::Client, app: &str, replicas: i32) {
 /// The audit events of one correlation id, from the environment's datastorage.
 pub async fn audit_events(env: &Env, correlation: &str) -> Vec<serde_json::Value> {
     let url = format!("{}/api/v1/audit/events", env.url("datastorage"));
-    let Ok(response) = http().get(url).query(&[("correlation_id", correlation)]).send().await else {
+    let query = [("correlation_id", correlation), ("limit", "1000")];
+    let Ok(response) = http().get(url).query(&query).send().await else {
         return Vec::new();
     };
     let body: serde_json::Value = response.json().await.unwrap_or_default();

@@ -1,0 +1,7 @@
+//! Gateway specs: Alertmanager webhooks in, RemediationRequests and audit events out, through
+//! an authenticated, rate limited, replay protected and browser-hardened ingress. One module
+//! per group; `fixture` is what they share.
+
+mod fixture;
+mod resilience;
+mod webhook;
