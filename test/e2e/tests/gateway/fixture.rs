@@ -104,6 +104,13 @@ impl Gw {
         name
     }
 
+    /// A new namespace with the managed label but no grant for the callers.
+    pub async fn managed_namespace_without_grant(&self, prefix: &str) -> String {
+        let name = self.env.unique(prefix);
+        ensure_namespace(&self.env, &self.client, &name, Some(&self.env.namespace)).await;
+        name
+    }
+
     /// The caller most specs share: RBAC allows it to signal in the managed namespaces.
     pub async fn caller(&self) -> Caller {
         static SHARED: OnceCell<Caller> = OnceCell::const_new();
@@ -113,6 +120,34 @@ impl Gw {
     /// A caller of its own (its own rate limit bucket), allowed like [`Gw::caller`].
     pub async fn new_caller(&self, prefix: &str) -> Caller {
         self.service_account(&self.callers, prefix, vec![]).await
+    }
+
+    /// A caller no RBAC rule allows anything.
+    pub async fn stranger(&self, prefix: &str) -> Caller {
+        self.service_account(&self.env.namespace, prefix, vec![]).await
+    }
+
+    /// An allowed caller's token, but issued for another audience than the API server's.
+    pub async fn caller_for_audience(&self, prefix: &str, audience: &str) -> Caller {
+        self.service_account(&self.callers, prefix, vec![audience.to_owned()]).await
+    }
+
+    /// Allows `caller` to signal in `namespace` (a RoleBinding for it alone), once the API
+    /// server says so.
+    pub async fn allow(&self, caller: &Caller, namespace: &str) {
+        ensure_role(&self.client, namespace).await;
+        let binding = RoleBinding {
+            metadata: ObjectMeta { name: Some(caller.name.clone()), ..Default::default() },
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: ROLE.into() },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: caller.name.clone(),
+                namespace: Some(caller.namespace.clone()),
+                ..Default::default()
+            }]),
+        };
+        create_or_keep(Api::<RoleBinding>::namespaced(self.client.clone(), namespace), &binding).await;
+        wait_allowed(&self.client, &caller.username(), &[], namespace).await;
     }
 
     async fn service_account(&self, namespace: &str, prefix: &str, audiences: Vec<String>) -> Caller {
@@ -130,7 +165,7 @@ impl Gw {
         let issued =
             accounts.create_token_request(&name, &PostParams::default(), &request).await.expect("TokenRequest");
         let token = issued.status.expect("a token").token;
-        Caller { token }
+        Caller { name, namespace: namespace.to_owned(), token }
     }
 
     /// RemediationRequests in `namespace`.
@@ -161,10 +196,16 @@ impl Gw {
 /// A ServiceAccount and a token the API server issued for it (never printed).
 #[derive(Clone)]
 pub struct Caller {
+    pub name: String,
+    pub namespace: String,
     token: String,
 }
 
 impl Caller {
+    pub fn username(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+
     /// A signal request with this caller's token, sent now.
     pub fn request(&self, gw: &Gw) -> reqwest::RequestBuilder {
         self.request_without_timestamp(gw).header("x-timestamp", unix_now().to_string())

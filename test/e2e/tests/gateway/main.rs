@@ -2,6 +2,7 @@
 //! an authenticated, rate limited, replay protected and browser-hardened ingress. One module
 //! per group; `fixture` is what they share.
 
+mod auth;
 mod fixture;
 mod resilience;
 mod webhook;
