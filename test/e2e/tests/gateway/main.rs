@@ -4,5 +4,6 @@
 
 mod auth;
 mod fixture;
+mod replay;
 mod resilience;
 mod webhook;
