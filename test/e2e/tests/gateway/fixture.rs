@@ -54,6 +54,9 @@ pub async fn one_steady_gateway() -> SpecLock {
     spec_lock("gateway-pod", true).await
 }
 
+/// The origin the manifest allows (`CORS_ALLOWED_ORIGINS`).
+pub const ALLOWED_ORIGIN: &str = "https://console.remedy.example";
+
 /// The label key that puts a namespace in the gateway's scope; the manifest sets the value to
 /// the environment's namespace.
 pub const MANAGED_KEY: &str = "remedy.dev/managed";

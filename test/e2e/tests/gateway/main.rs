@@ -4,6 +4,7 @@
 
 mod auth;
 mod fixture;
+mod hardening;
 mod replay;
 mod resilience;
 mod webhook;
