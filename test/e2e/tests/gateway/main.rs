@@ -5,6 +5,7 @@
 mod auth;
 mod fixture;
 mod hardening;
+mod ratelimit;
 mod replay;
 mod resilience;
 mod webhook;
