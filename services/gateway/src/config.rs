@@ -55,6 +55,10 @@ pub struct Config {
     pub managed_label: ManagedLabel,
     /// `SCOPE_CACHE_SECONDS`: how long a namespace's standing is reused.
     pub scope_cache: Duration,
+    /// `KUBERNETES_EVENTS`: whether Warning Events become signals.
+    pub kubernetes_events: bool,
+    /// `EVENT_MAX_AGE_SECONDS`: older events are not signals (e.g. those listed at start).
+    pub event_max_age: Duration,
     /// `AUDIT_OUTBOX_MAX`: with this many audit events undelivered, new signals answer 503.
     pub audit_outbox_max: i64,
     /// `AUDIT_RETRY_MAX_SECONDS`: the longest pause between audit delivery attempts.
@@ -104,6 +108,7 @@ impl Config {
         }
         let listen = text("LISTEN_ADDR", "0.0.0.0:8080");
         let managed = text("MANAGED_NAMESPACE_LABEL", "remedy.dev/managed=true");
+        let events = text("KUBERNETES_EVENTS", "true");
         Ok(Self {
             listen: listen.parse().with_context(|| format!("LISTEN_ADDR={listen:?}"))?,
             redis_url: text("REDIS_URL", "redis://redis:6379"),
@@ -120,6 +125,12 @@ impl Config {
                 .map_err(|e: String| anyhow::anyhow!(e))
                 .with_context(|| format!("MANAGED_NAMESPACE_LABEL={managed:?}"))?,
             scope_cache: seconds("SCOPE_CACHE_SECONDS", "10")?,
+            kubernetes_events: match events.as_str() {
+                "true" => true,
+                "false" => false,
+                other => bail!("KUBERNETES_EVENTS={other:?}: expected true or false"),
+            },
+            event_max_age: seconds("EVENT_MAX_AGE_SECONDS", "300")?,
             audit_outbox_max: i64::try_from(number("AUDIT_OUTBOX_MAX", "10000")?)
                 .context("AUDIT_OUTBOX_MAX is too large")?,
             audit_retry_max: seconds("AUDIT_RETRY_MAX_SECONDS", "30")?,
@@ -151,6 +162,7 @@ mod tests {
         assert_eq!(c.rate_limit, RateLimit { per_second: 10.0, burst: 100 });
         assert!(c.cors_allowed_origins.is_empty());
         assert_eq!(c.managed_label.to_string(), "remedy.dev/managed=true");
+        assert!(c.kubernetes_events);
         assert_eq!(c.audit_outbox_max, 10_000);
     }
 
@@ -171,6 +183,7 @@ mod tests {
         assert!(err.to_string().contains("RATE_LIMIT_PER_SECOND"), "{err}");
         assert!(config(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "0")]).is_err());
         assert!(config(&[("RATE_LIMIT_PER_SECOND", "0"), ("RATE_LIMIT_BURST", "0")]).is_ok());
+        assert!(config(&[("KUBERNETES_EVENTS", "yes")]).is_err());
         assert!(config(&[("MANAGED_NAMESPACE_LABEL", "novalue")]).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Remedy gateway: turns Alertmanager webhooks into RemediationRequests, deduplicating in
-//! Redis and auditing through a Redis outbox forwarded to datastorage. Callers are
+//! Remedy gateway: turns Alertmanager webhooks and Kubernetes Warning Events into
+//! RemediationRequests, deduplicating in Redis and auditing through a Redis outbox forwarded to
+//! datastorage. Callers are
 //! authenticated and authorized by the cluster (TokenReview, SubjectAccessReview), rate
 //! limited, replay protected, and limited to managed namespaces.
 
@@ -7,6 +8,7 @@ pub mod alert;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod events;
 pub mod failure;
 pub mod hardening;
 pub mod http;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use gateway::{
     auth::{Access, KubeReviewer},
     config::Config,
+    events::EventSource,
     http::{AppState, router},
     intake::Intake,
     metrics::Metrics,
@@ -50,6 +51,16 @@ async fn main() -> anyhow::Result<()> {
         idle_poll: Duration::from_secs(1),
     };
     tokio::spawn(forwarder.run());
+    if config.kubernetes_events {
+        let source = EventSource {
+            client: client.clone(),
+            intake: intake.clone(),
+            scope: scope.clone(),
+            max_age: config.event_max_age,
+            window_seconds: config.dedup.default,
+        };
+        tokio::spawn(source.run(std::future::pending()));
+    }
 
     let state = AppState {
         intake,
@@ -65,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         datastorage = %config.datastorage_url,
         dedup_window_seconds = config.dedup.default,
         managed_namespace_label = %config.managed_label,
+        kubernetes_events = config.kubernetes_events,
         "starting gateway"
     );
     runtime::serve(config.listen, router(state, config.max_body_bytes, config.cors_allowed_origins.clone())).await

@@ -8,10 +8,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// Label set of `gateway_signals`.
+/// Label set of `gateway_signals` and `gateway_kubernetes_events`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `created`, `duplicate`, `ignored`, `out_of_scope`, `rejected` or `error`.
+    /// Signals: `created`, `duplicate`, `ignored`, `out_of_scope`, `rejected` or `error`.
+    /// Events: `signal`, `out_of_scope`, `stale`, `seen` or `error`.
     pub outcome: &'static str,
 }
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub signals: Family<OutcomeLabel, Counter>,
     /// Requests refused, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
+    /// Kubernetes Warning Events seen, by outcome.
+    pub kubernetes_events: Family<OutcomeLabel, Counter>,
     /// Audit events delivered to datastorage.
     pub audit_delivered: Counter,
     /// Failed delivery attempts (retried later).
@@ -45,12 +48,14 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("gateway");
         let signals = Family::<OutcomeLabel, Counter>::default();
         let refusals = Family::<ReasonLabel, Counter>::default();
+        let kubernetes_events = Family::<OutcomeLabel, Counter>::default();
         let audit_delivered = Counter::default();
         let audit_delivery_failures = Counter::default();
         let audit_dead_lettered = Counter::default();
         let audit_outbox_length = Gauge::default();
         registry.register("signals", "Alerts handled, by outcome", signals.clone());
         registry.register("refusals", "Requests refused, by reason", refusals.clone());
+        registry.register("kubernetes_events", "Kubernetes Warning Events seen, by outcome", kubernetes_events.clone());
         registry.register("audit_delivered", "Audit events delivered to datastorage", audit_delivered.clone());
         registry.register(
             "audit_delivery_failures",
@@ -67,6 +72,7 @@ impl Default for Metrics {
             registry: Arc::new(registry),
             signals,
             refusals,
+            kubernetes_events,
             audit_delivered,
             audit_delivery_failures,
             audit_dead_lettered,
@@ -84,6 +90,11 @@ impl Metrics {
     /// Counts one refused request with `reason`.
     pub fn refusal(&self, reason: &'static str) {
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts one Kubernetes Event with `outcome`.
+    pub fn kubernetes_event(&self, outcome: &'static str) {
+        self.kubernetes_events.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -1,5 +1,5 @@
-//! Redis: deduplication claims and the durable audit outbox. Every failure is marked as
-//! [`Dependency::Redis`].
+//! Redis: deduplication claims, the durable audit outbox and the marks of Kubernetes Events
+//! already turned into signals. Every failure is marked as [`Dependency::Redis`].
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -131,6 +131,28 @@ impl RedisStore {
             .ignore();
         let mut conn = self.conn().await?;
         timed(pipe.query_async::<()>(&mut conn)).await.context("Redis dead-letter").on(Dependency::Redis)
+    }
+
+    /// Marks `key` (under the prefix) for `ttl_seconds` unless it is marked already; whether
+    /// this call set it. Of concurrent callers, in any replica, exactly one gets `true`.
+    pub async fn mark_once(&self, key: &str, ttl_seconds: u64) -> anyhow::Result<bool> {
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(format!("{}{key}", self.prefix))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl_seconds.max(1)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Removes a mark set by [`RedisStore::mark_once`].
+    pub async fn unmark(&self, key: &str) -> anyhow::Result<()> {
+        self.run::<i64>(redis::cmd("DEL").arg(format!("{}{key}", self.prefix))).await?;
+        Ok(())
     }
 
     /// Number of entries in a list.

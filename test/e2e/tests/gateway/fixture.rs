@@ -114,6 +114,14 @@ impl Gw {
         name
     }
 
+    /// A new namespace without the managed label (callers may signal there by RBAC).
+    pub async fn unmanaged_namespace(&self, prefix: &str) -> String {
+        let name = self.env.unique(prefix);
+        ensure_namespace(&self.env, &self.client, &name, None).await;
+        grant(&self.client, &name, &self.callers).await;
+        name
+    }
+
     /// The caller most specs share: RBAC allows it to signal in the managed namespaces.
     pub async fn caller(&self) -> Caller {
         static SHARED: OnceCell<Caller> = OnceCell::const_new();
