@@ -63,6 +63,11 @@ pub struct Config {
     pub audit_outbox_max: i64,
     /// `AUDIT_RETRY_MAX_SECONDS`: the longest pause between audit delivery attempts.
     pub audit_retry_max: Duration,
+    /// `SHUTDOWN_DELAY_SECONDS`: after SIGTERM, how long the gateway keeps serving while it
+    /// answers unready, so endpoints stop sending it traffic before it stops accepting.
+    pub shutdown_delay: Duration,
+    /// `SHUTDOWN_TIMEOUT_SECONDS`: the longest wait for in-flight requests and for the outbox.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -134,6 +139,8 @@ impl Config {
             audit_outbox_max: i64::try_from(number("AUDIT_OUTBOX_MAX", "10000")?)
                 .context("AUDIT_OUTBOX_MAX is too large")?,
             audit_retry_max: seconds("AUDIT_RETRY_MAX_SECONDS", "30")?,
+            shutdown_delay: seconds("SHUTDOWN_DELAY_SECONDS", "5")?,
+            shutdown_timeout: seconds("SHUTDOWN_TIMEOUT_SECONDS", "20")?,
         })
     }
 }

@@ -1,8 +1,7 @@
 //! Remedy gateway: turns Alertmanager webhooks and Kubernetes Warning Events into
 //! RemediationRequests, deduplicating in Redis and auditing through a Redis outbox forwarded to
-//! datastorage. Callers are
-//! authenticated and authorized by the cluster (TokenReview, SubjectAccessReview), rate
-//! limited, replay protected, and limited to managed namespaces.
+//! datastorage. Callers are authenticated and authorized by the cluster (TokenReview,
+//! SubjectAccessReview), rate limited, replay protected, and limited to managed namespaces.
 
 pub mod alert;
 pub mod auth;

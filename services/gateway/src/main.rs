@@ -1,8 +1,13 @@
 //! The gateway binary. Configuration from the environment (`gateway::config`, listed in
-//! docs/services.md).
+//! docs/services.md). On SIGTERM it answers unready, keeps serving for `SHUTDOWN_DELAY_SECONDS`
+//! while endpoints forget the pod, stops accepting, drains in-flight requests, stops the event
+//! watch, delivers what the audit outbox holds, and exits.
 
 use std::{
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,10 +26,14 @@ use gateway::{
     store::KubeStore,
 };
 use remedy_api::{audit_client::AuditClient, runtime};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First of all: as PID 1 of its container the gateway would ignore a SIGTERM that arrives
+    // before a handler exists (the kernel applies no default action to a namespace's init), and
+    // be killed only at the end of the grace period.
+    let terminated = shutdown_signal()?;
     runtime::init_tracing();
     let config = Config::from_env()?;
     let redis = RedisStore::new(&config.redis_url, &config.redis_prefix)?;
@@ -41,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let scope = Scope::new(store, config.managed_label.clone(), config.scope_cache);
 
+    let (stop, stopping) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let forwarder = Forwarder {
         redis: redis.clone(),
         client: AuditClient::new(&config.datastorage_url)?,
@@ -50,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
         max_backoff: config.audit_retry_max,
         idle_poll: Duration::from_secs(1),
     };
-    tokio::spawn(forwarder.run());
-    if config.kubernetes_events {
+    let forwarding = tokio::spawn(forwarder.run(stopped(stopping.clone())));
+    let watching = config.kubernetes_events.then(|| {
         let source = EventSource {
             client: client.clone(),
             intake: intake.clone(),
@@ -59,9 +72,10 @@ async fn main() -> anyhow::Result<()> {
             max_age: config.event_max_age,
             window_seconds: config.dedup.default,
         };
-        tokio::spawn(source.run(std::future::pending()));
-    }
+        tokio::spawn(source.run(stopped(stopping.clone())))
+    });
 
+    let shutting_down = Arc::new(AtomicBool::new(false));
     let state = AppState {
         intake,
         access: Access::new(KubeReviewer::new(client), config.auth_cache),
@@ -69,8 +83,11 @@ async fn main() -> anyhow::Result<()> {
         limiter: Arc::new(RateLimiter::new(config.rate_limit)),
         dedup: config.dedup,
         replay_window: config.replay_window,
-        shutting_down: Arc::new(AtomicBool::new(false)),
+        shutting_down: shutting_down.clone(),
     };
+    let app = router(state, config.max_body_bytes, config.cors_allowed_origins.clone());
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(
         addr = %config.listen,
         datastorage = %config.datastorage_url,
@@ -79,5 +96,54 @@ async fn main() -> anyhow::Result<()> {
         kubernetes_events = config.kubernetes_events,
         "starting gateway"
     );
-    runtime::serve(config.listen, router(state, config.max_body_bytes, config.cors_allowed_origins.clone())).await
+
+    let stopped_accepting = Arc::new(Notify::new());
+    let stop_accepting = {
+        let (delay, stopped_accepting) = (config.shutdown_delay, stopped_accepting.clone());
+        async move {
+            terminated.await;
+            tracing::info!("shutting down");
+            shutting_down.store(true, Ordering::SeqCst);
+            tracing::info!(?delay, "not ready; serving on while endpoints forget this pod");
+            tokio::time::sleep(delay).await;
+            tracing::info!("no longer accepting; draining in-flight requests");
+            stopped_accepting.notify_one();
+        }
+    };
+    let timeout = config.shutdown_timeout;
+    let serving = axum::serve(listener, app).with_graceful_shutdown(stop_accepting);
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = async {
+            stopped_accepting.notified().await;
+            tokio::time::sleep(timeout).await;
+        } => tracing::warn!(?timeout, "in-flight requests still open; exiting without them"),
+    }
+
+    let _ = stop.send(true);
+    if let Some(watching) = watching {
+        let _ = watching.await;
+    }
+    let forwarder = forwarding.await.context("audit forwarder")?;
+    let left = forwarder.drain(tokio::time::Instant::now() + timeout).await;
+    if left == 0 {
+        tracing::info!("audit outbox drained; exiting");
+    } else {
+        tracing::warn!(left, "audit events left in the outbox for the next gateway; exiting");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C; the handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
+        }
+    })
 }

@@ -1,8 +1,9 @@
 //! The audit forwarder: delivers outbox entries to datastorage, oldest first, removing an
 //! entry only after datastorage answered 2xx. Unreachable datastorage means retry with
-//! backoff; an event datastorage rejects as invalid goes to the dead-letter list.
+//! backoff; an event datastorage rejects as invalid goes to the dead-letter list. On shutdown
+//! the gateway stops the loop and drains what is left, within a deadline.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use remedy_api::audit_client::AuditClient;
 use tokio::sync::Notify;
@@ -31,24 +32,59 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Runs forever.
-    pub async fn run(self) {
+    /// Delivers until `stop` resolves (between batches), then hands itself back for
+    /// [`Forwarder::drain`].
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Self {
+        tokio::pin!(stop);
         let mut backoff = self.min_backoff;
         loop {
-            match self.deliver_batch().await {
+            let pause = match self.deliver_batch().await {
                 Ok(0) => {
                     backoff = self.min_backoff;
-                    let _ = tokio::time::timeout(self.idle_poll, self.wake.notified()).await;
+                    None
                 }
-                Ok(_) => backoff = self.min_backoff,
+                Ok(_) => {
+                    backoff = self.min_backoff;
+                    continue;
+                }
                 Err(e) => {
                     self.metrics.audit_delivery_failures.inc();
                     tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "audit delivery failed; will retry");
-                    tokio::time::sleep(backoff).await;
+                    let pause = backoff;
                     backoff = (backoff * 2).min(self.max_backoff);
+                    Some(pause)
                 }
+            };
+            tokio::select! {
+                () = &mut stop => return self,
+                () = async {
+                    match pause {
+                        None => {
+                            let _ = tokio::time::timeout(self.idle_poll, self.wake.notified()).await;
+                        }
+                        Some(pause) => tokio::time::sleep(pause).await,
+                    }
+                } => {}
             }
         }
+    }
+
+    /// Delivers what the outbox holds until it is empty, `deadline` passes, or a delivery fails;
+    /// the number of events left. What is left stays in Redis for the next gateway: waiting on
+    /// an unreachable datastorage would only hold up the exit.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> i64 {
+        loop {
+            match tokio::time::timeout_at(deadline, self.deliver_batch()).await {
+                Ok(Ok(0)) => return 0,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "audit delivery failed while draining");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.redis.len(&self.redis.outbox_key()).await.unwrap_or(-1)
     }
 
     /// Delivers up to one batch; the number handled, or the error that stopped it.

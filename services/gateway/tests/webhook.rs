@@ -225,8 +225,8 @@ impl Harness {
     }
 
     /// A forwarder running until the test ends.
-    fn forward(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.forwarder().run())
+    fn forward(&self) -> tokio::task::JoinHandle<Forwarder> {
+        tokio::spawn(self.forwarder().run(std::future::pending()))
     }
 
     /// A webhook request as alice, sent now.
@@ -670,6 +670,26 @@ async fn a_full_outbox_refuses_new_signals_as_datastorage_unavailable() {
     wait_for(async || h.outbox_len().await == 0).await;
     assert_eq!(h.post(webhook(json!([alert("Three", "firing")]))).await.0, 201);
     fwd.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run by cargo xtask test"]
+async fn a_stopped_forwarder_drains_the_outbox_unless_datastorage_fails() {
+    let h = harness(&redis_url()).await;
+    for i in 0..5 {
+        assert_eq!(h.post(webhook(json!([alert(&format!("Drain{i}"), "firing")]))).await.0, 201);
+    }
+    assert_eq!(h.outbox_len().await, 5);
+    let forwarder = h.forwarder().run(std::future::ready(())).await;
+    let left = forwarder.drain(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!((left, h.outbox_len().await, h.ds.events.lock().unwrap().len()), (0, 0, 5));
+    // With datastorage failing the drain stops at once and leaves the events in Redis.
+    assert_eq!(h.post(webhook(json!([alert("Late", "firing")]))).await.0, 201);
+    h.ds.answer.store(503, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let left = forwarder.drain(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+    assert_eq!(left, 1);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -1,7 +1,15 @@
-//! Restarts and dependency failures: deduplication survives a restart, a datastorage outage
-//! never refuses a signal, and an API server refusal answers 503 with a retry hint, never 500.
+//! Restarts and dependency failures: a graceful rolling restart under a stream of signals loses
+//! none, deduplication survives a restart, datastorage being unreachable never refuses a signal,
+//! and an API server refusal answers 503 with a retry hint, never 500.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -10,11 +18,105 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{
     Api,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use remedy_e2e::{audit_event, audit_events, eventually, rollout_restart};
+use serde_json::Value;
 
 use crate::fixture::{Gw, alert, eventually_opt, restarting_the_gateway, rr_name, webhook};
+
+/// What one request of the stream got: the alert it sent, and the status and body, or the
+/// transport error.
+type Outcome = (String, Result<(u16, Value), String>);
+
+#[tokio::test]
+async fn a_rolling_restart_under_a_stream_of_signals_loses_none() {
+    let _restarting = restarting_the_gateway().await;
+    let gw = Arc::new(Gw::get().await);
+    let caller = Arc::new(gw.new_caller("stream").await);
+    let steady = gw.env.unique("Steady");
+    let window = gw.setting("DEDUP_WINDOW_MAX_SECONDS").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Two senders, so requests are in flight at every moment of the restart: one repeats the
+    // same alert (deduplication across the restart), one sends a new alert each time.
+    let senders: Vec<_> = [true, false]
+        .into_iter()
+        .map(|repeat| {
+            let (gw, caller, stop, steady, window) =
+                (gw.clone(), caller.clone(), stop.clone(), steady.clone(), window.clone());
+            tokio::spawn(async move {
+                let mut outcomes: Vec<Outcome> = Vec::new();
+                while !stop.load(Ordering::SeqCst) || outcomes.len() < 3 {
+                    let name = if repeat { steady.clone() } else { gw.env.unique("Stream") };
+                    let mut a = alert(&name, &gw.ns, "firing");
+                    // Longer than any restart: every repeat lands in the first one's window.
+                    a["annotations"]["remedy_dedup_window_seconds"] = window.clone().into();
+                    let sent = caller.request(&gw).json(&webhook(vec![a])).send().await;
+                    let result = match sent {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            Ok((status, response.json().await.unwrap_or(Value::Null)))
+                        }
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    outcomes.push((name, result));
+                    // About 12 signals a second together: steady, and within the rate limit.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let exits = rollout_restart(&gw.env, &gw.client, "gateway").await;
+    stop.store(true, Ordering::SeqCst);
+    // Drained and exited by itself, not killed at the end of the grace period.
+    assert!(exits.iter().all(|code| *code == 0), "the old gateway exited with {exits:?}");
+    let mut outcomes = Vec::new();
+    for sender in senders {
+        outcomes.extend(sender.await.unwrap());
+    }
+
+    let failed: Vec<_> = outcomes.iter().filter(|(_, r)| !matches!(r, Ok((201 | 202, _)))).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} signals were not accepted during the restart: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    // Every accepted signal has its request, and each answer its audit event.
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, result) in &outcomes {
+        let (_, body) = result.as_ref().unwrap();
+        *answers.entry(rr_name(body)).or_default() += 1;
+    }
+    let existing: Vec<String> = gw
+        .rrs(&gw.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|rr| rr.metadata.name)
+        .collect();
+    let missing: Vec<&String> = answers.keys().filter(|name| !existing.contains(name)).collect();
+    assert!(missing.is_empty(), "accepted signals without their RemediationRequest: {missing:?}");
+    let env = &gw.env;
+    let audited = answers.iter().map(|(name, count)| async move {
+        let what = format!("{count} audit events for {name}");
+        let events = eventually(&what, Duration::from_secs(60), || async {
+            let events = audit_events(env, name).await;
+            (events.len() >= *count).then_some(events)
+        })
+        .await;
+        assert_eq!(events.len(), *count, "{name}: one audit event per accepted signal");
+    });
+    futures::future::join_all(audited).await;
+    let steady_requests: Vec<_> = gw.rrs_for(&gw.ns, &steady).await;
+    assert_eq!(steady_requests.len(), 1, "the repeated alert was deduplicated across the restart");
+    let counted = steady_requests[0].status.as_ref().and_then(|s| s.occurrence_count);
+    let sent = outcomes.iter().filter(|(name, _)| *name == steady).count() as i64;
+    assert_eq!(counted, Some(sent), "every delivery of the repeated alert was counted once");
+}
 
 #[tokio::test]
 async fn deduplication_survives_a_gateway_restart() {
