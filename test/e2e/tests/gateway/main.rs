@@ -10,3 +10,18 @@ mod ratelimit;
 mod replay;
 mod resilience;
 mod webhook;
+
+/// The specs spend their time waiting on the cluster, not on the CPU, so they run 8 at a time
+/// rather than libtest's one per core. Set before `main`, when libtest reads it;
+/// `RUST_TEST_THREADS` or `--test-threads` still decide when given.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SPECS_AT_A_TIME: extern "C" fn() = {
+    extern "C" fn default_threads() {
+        if std::env::var_os("RUST_TEST_THREADS").is_none() {
+            // SAFETY: before `main` no other thread exists to read the environment.
+            unsafe { std::env::set_var("RUST_TEST_THREADS", "8") };
+        }
+    }
+    default_threads
+};
