@@ -139,25 +139,49 @@ pub async fn restart(env: &Env, client: &kube::Client, app: &str) {
 }
 
 /// Restarts a Deployment the way `kubectl rollout restart` does (a new pod template, rolled
-/// out replacing the old pods one by one), and waits until the rollout is complete and every
-/// pod that ran before has exited. Returns the exit codes of the old containers seen exiting (a
+/// out replacing the old pods one by one), or joins such a restart already under way, and waits
+/// until the rollout is complete and every pod that ran before has exited. Returns the exit codes of the old containers seen exiting (a
 /// pod the kubelet removed first shows none).
 pub async fn rollout_restart(env: &Env, client: &kube::Client, app: &str) -> Vec<i32> {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt;
+    const RESTARTED_AT: &str = "remedy.dev/restarted-at";
     let pods = kube::Api::<Pod>::namespaced(client.clone(), &env.namespace);
     let selector = kube::api::ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
-    let old: Vec<String> =
-        pods.list(&selector).await.expect("list pods").items.iter().filter_map(|p| p.uid()).collect();
     let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &env.namespace);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_string();
-    let patch =
-        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"remedy.dev/restarted-at": stamp}}}}});
-    deployments
-        .patch(app, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+    let template = deployments.get(app).await.expect("the deployment").spec.and_then(|s| s.template.metadata);
+    let stamp = |annotations: Option<&std::collections::BTreeMap<String, String>>| {
+        annotations.and_then(|a| a.get(RESTARTED_AT)).cloned()
+    };
+    let ordered = stamp(template.as_ref().and_then(|m| m.annotations.as_ref()));
+    let from_ordered = |p: &Pod| stamp(p.metadata.annotations.as_ref()) == ordered;
+    let ready = |p: &Pod| {
+        let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    // The pods to replace: every one running, but a not yet ready pod of the newest template,
+    // which has served nothing.
+    let listed: Vec<Pod> = pods
+        .list(&selector)
         .await
-        .expect("restart the deployment");
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| !from_ordered(p) || ready(p))
+        .collect();
+    let old: Vec<String> = listed.iter().filter_map(|p| p.uid()).collect();
+    // A restart ordered after all of them were made (another spec's) already replaces them: wait
+    // for it rather than order a second rollout on top.
+    let underway = !listed.is_empty() && listed.iter().all(|p| !from_ordered(p));
+    if !underway {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_string();
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
+        deployments
+            .patch(app, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .expect("restart the deployment");
+    }
     eventually(&format!("{app} to roll out and its old pods to exit"), Duration::from_secs(120), || async {
         let d = deployments.get(app).await.ok()?;
         let wanted = d.spec.as_ref()?.replicas.unwrap_or(1);
