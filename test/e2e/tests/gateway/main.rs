@@ -15,7 +15,8 @@ mod webhook;
 /// rather than libtest's one per core. Set before `main`, when libtest reads it;
 /// `RUST_TEST_THREADS` or `--test-threads` still decide when given.
 #[used]
-#[unsafe(link_section = ".init_array")]
+#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
+#[cfg_attr(target_os = "macos", unsafe(link_section = "__DATA,__mod_init_func"))]
 static SPECS_AT_A_TIME: extern "C" fn() = {
     extern "C" fn default_threads() {
         if std::env::var_os("RUST_TEST_THREADS").is_none() {
