@@ -38,9 +38,15 @@ pub struct AuditClient {
 impl AuditClient {
     /// A client for the datastorage at `base_url` (e.g. `http://datastorage:8080`).
     pub fn new(base_url: &str) -> anyhow::Result<Self> {
+        // No kept-alive connections: a connection lives on whatever the Service's address was
+        // translated to when it opened, and once datastorage's pod is gone that address may be
+        // another pod's (the gateway's own, seen in the E2E suite: it answered its own audit
+        // events 404, on one connection, for as long as it lived). A new connection per event
+        // always goes where the Service points now.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| anyhow::anyhow!("building HTTP client: {e}"))?;
         let endpoint = format!("{}/api/v1/audit/events", base_url.trim_end_matches('/'));

@@ -708,3 +708,37 @@ async fn an_alert_may_set_its_own_window_within_the_bounds() {
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("from 1 to 3600"), "{body}");
 }
+
+#[tokio::test]
+async fn each_audit_delivery_opens_its_own_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A datastorage that answers every request with a 201 it offers to keep alive, and counts
+    // the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let answer = "HTTP/1.1 201 Created\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}";
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let client = AuditClient::new(&url).unwrap();
+    for _ in 0..3 {
+        client.send_raw(b"{}".to_vec()).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a kept-alive connection would outlive the address it went to");
+}
