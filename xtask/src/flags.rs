@@ -83,11 +83,20 @@ pub struct ReportMerge {
 Examples:
   cargo xtask bench                               the seed's gateway profile, 1 s per minute, 3 rounds each
   cargo xtask bench --rounds 5 --scale 2          longer rounds, less relative noise
-  cargo xtask bench --profile my.toml --jobs 1    another profile, one image build at a time")]
+  cargo xtask bench --profile my.toml --jobs 1    another profile, one image build at a time
+  cargo xtask bench --profile test/bench/profiles/remediationorchestrator.toml --jobs 1,2,3
+                                                  each pool size in turn, against the best each allows
+  cargo xtask bench --profile-from target/e2e/gateway/20261201-120000-0a1b2c/report.json
+                                                  your own run's durations")]
 pub struct Bench {
     /// The timing profile (TOML) [default: test/bench/profiles/seed-gateway.toml].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "profile_from")]
     pub profile: Option<Utf8PathBuf>,
+
+    /// Make the profile from a run's report.json (its tasks' durations), write it beside the
+    /// results, and replay it.
+    #[arg(long, value_name = "REPORT")]
+    pub profile_from: Option<Utf8PathBuf>,
 
     /// Rounds per strategy.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
@@ -97,9 +106,10 @@ pub struct Bench {
     #[arg(long, value_name = "SECONDS_PER_MINUTE", default_value_t = 1.0)]
     pub scale: f64,
 
-    /// The most image builds at once [default: min(3, cores), as for e2e].
-    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: Option<u16>,
+    /// The most image builds at once, or a list of them to bench one after another
+    /// [default: min(3, cores), as for e2e].
+    #[arg(long, short = 'j', value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Vec<u16>,
 
     /// Where bench.json, bench.md and the rounds' logs go [default: target/bench/<timestamp>].
     #[arg(long, value_name = "DIR")]

@@ -54,6 +54,10 @@ impl Backend for ExistingCluster {
         format!("kubeconfig {}", self.kubeconfig)
     }
 
+    fn history_key(&self) -> String {
+        if self.registry.is_some() { "existing-registry".to_owned() } else { "existing".to_owned() }
+    }
+
     fn cluster(&self, _exposed: &[Exposed], _engine: Engine) -> Task {
         Task::new(CLUSTER, Phase::Cluster, Kind::Api).estimate(1).kube(KubeOp::ServerVersion)
     }

@@ -149,6 +149,15 @@ impl Backend for KindCluster {
         format!("kind {}", self.name)
     }
 
+    fn history_key(&self) -> String {
+        let lifecycle = match self.lifecycle {
+            Lifecycle::Fresh { .. } => "fresh",
+            Lifecycle::Reused => "reused",
+            Lifecycle::Shared => "shared",
+        };
+        format!("kind-{lifecycle}")
+    }
+
     fn cluster(&self, exposed: &[Exposed], engine: Engine) -> Task {
         let task = Task::new(CLUSTER, Phase::Cluster, Kind::Process);
         let config = Step::Write { path: self.config_path(), text: config(&self.name, exposed) };

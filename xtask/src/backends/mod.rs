@@ -44,6 +44,8 @@ pub trait Backend {
     fn image_repo(&self) -> String;
     /// What identifies the cluster: the same specs passing on another one say nothing of this.
     fn identity(&self) -> String;
+    /// Which runs' durations are alike enough to learn from: `kind-fresh`, `existing`...
+    fn history_key(&self) -> String;
     /// The [`CLUSTER`] task; `exposed` are the ports the specs will reach.
     fn cluster(&self, exposed: &[Exposed], engine: Engine) -> Task;
     /// A probe that succeeds when `image` is already where the cluster gets it.

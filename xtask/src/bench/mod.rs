@@ -29,22 +29,46 @@ impl flags::Bench {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             bail!("--scale {} is not a positive number of seconds per profile minute; try --scale 1", self.scale);
         }
-        let profile = self.profile.as_ref().map_or_else(|| root.join(DEFAULT_PROFILE), |p| cwd.join(p));
         let out = match &self.out {
             Some(dir) => cwd.join(dir),
             None => root.join(format!("target/bench/{}", jiff::Zoned::now().strftime("%Y%m%d-%H%M%S"))),
         };
-        let jobs = self.jobs.map_or_else(phases::default_jobs, usize::from);
+        if out.exists() {
+            bail!("{out} already exists; pass a new --out DIR");
+        }
+        let profile = match &self.profile_from {
+            Some(report) => {
+                let profile = Profile::from_report(&cwd.join(report))?;
+                std::fs::create_dir_all(&out).with_context(|| format!("cannot create {out}"))?;
+                let path = out.join("profile.toml");
+                std::fs::write(&path, profile.to_toml()).with_context(|| format!("cannot write {path}"))?;
+                eprintln!("profile from {report}: {path}");
+                Profile::load(&path)?
+            }
+            None => Profile::load(&self.profile.as_ref().map_or_else(|| root.join(DEFAULT_PROFILE), |p| cwd.join(p)))?,
+        };
+        let all_jobs: Vec<usize> = if self.jobs.is_empty() {
+            vec![phases::default_jobs()]
+        } else {
+            self.jobs.iter().map(|&j| usize::from(j)).collect()
+        };
         let mut command = format!("cargo xtask bench --rounds {} --scale {}", self.rounds, self.scale);
         if let Some(path) = &self.profile {
             command.push_str(&format!(" --profile {path}"));
         }
-        if let Some(jobs) = self.jobs {
-            command.push_str(&format!(" --jobs {jobs}"));
+        if let Some(report) = &self.profile_from {
+            command.push_str(&format!(" --profile-from {report}"));
         }
-        let summary = bench(&profile, usize::from(self.rounds), self.scale, jobs, &out, &command)?;
-        println!("{}", summary.terminal());
-        println!("report: {}", out.join("bench.md"));
+        if !self.jobs.is_empty() {
+            let list: Vec<String> = self.jobs.iter().map(u16::to_string).collect();
+            command.push_str(&format!(" --jobs {}", list.join(",")));
+        }
+        for &jobs in &all_jobs {
+            let dir = if all_jobs.len() == 1 { out.clone() } else { out.join(format!("jobs-{jobs}")) };
+            let summary = bench(&profile, usize::from(self.rounds), self.scale, jobs, &dir, &command)?;
+            println!("{}", summary.terminal());
+            println!("report: {}\n", dir.join("bench.md"));
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -52,18 +76,14 @@ impl flags::Bench {
 /// Runs `rounds` rounds of each strategy, alternating, and writes bench.json and bench.md into
 /// `out`. Errors (a bad profile, a failed round) are errors; missed targets are not.
 fn bench(
-    profile_path: &Utf8Path,
+    profile: &Profile,
     rounds: usize,
     scale: f64,
     jobs: usize,
     out: &Utf8Path,
     command: &str,
 ) -> anyhow::Result<Summary> {
-    let profile = Profile::load(profile_path)?;
     let plan = profile.apply(&profile.real_plan(&out.join("run"))?, scale)?;
-    if out.exists() {
-        bail!("{out} already exists; pass a new --out DIR");
-    }
     let shim = crate::project_root().join("test/bench/shim/shim");
     let executor = Arc::new(BenchExecutor::new(&plan, &shim, &out.join("shim"))?);
     let plan = Arc::new(plan);
@@ -75,7 +95,7 @@ fn bench(
         let strategy = STRATEGIES[n % STRATEGIES.len()];
         let logs = out.join(format!("rounds/{:02}-{}", n + 1, strategy.name()));
         std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {logs}"))?;
-        let mut quiet = Plain { out: Box::new(std::io::sink()) };
+        let mut quiet = Plain::new(Box::new(std::io::sink()));
         let cancel = CancellationToken::new();
         let schedule = Schedule::new(strategy, jobs);
         let record = runtime.block_on(phases::run(plan.clone(), executor.clone(), schedule, &logs, &mut quiet, cancel));
@@ -97,15 +117,19 @@ fn bench(
                 "{} ({} on {}, {})",
                 shown(&profile.path),
                 profile.service.name,
-                backend(&profile),
+                backend(profile),
                 profile.engine.program()
             ),
         ),
         ("plan", format!("{} tasks, jobs {jobs}", plan.len())),
+        ("best", {
+            let best = phases::bound::best(&plan, jobs);
+            format!("{:.3}s, {}", best.duration().as_secs_f64(), best.describe())
+        }),
         ("scale", format!("{scale} s per profile minute, {rounds} rounds per strategy")),
         ("machine", format!("{cores} cores")),
     ];
-    let summary = Summary::new(about, &plan, &runs, &profile.targets);
+    let summary = Summary::new(about, &plan, &runs, &profile.targets, phases::bound::best(&plan, jobs));
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))
@@ -137,7 +161,7 @@ mod tests {
         let out = Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap())
             .join(format!("xtask-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        let profile = crate::project_root().join(DEFAULT_PROFILE);
+        let profile = Profile::load(&crate::project_root().join(DEFAULT_PROFILE)).unwrap();
         let summary = bench(&profile, 1, 0.05, 2, &out, "test").unwrap();
 
         let names: Vec<Strategy> = summary.rows.iter().map(|r| r.strategy).collect();
@@ -151,7 +175,7 @@ mod tests {
             assert!(row.median >= row.ideal, "{row:?}");
         }
         let text = summary.terminal();
-        for line in ["sequential/dag", "phased/dag", "dag/critical-path"] {
+        for line in ["sequential/dag", "phased/dag", "dag/critical-path", "dag/best"] {
             assert!(text.contains(line), "{text}");
         }
         // The real commands went through the shim.

@@ -31,6 +31,8 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct Targets {
     pub max_dag_over_critical_path: Option<f64>,
+    /// Against the best makespan the pools allow (`phases::bound`).
+    pub max_dag_over_best: Option<f64>,
     pub min_sequential_over_dag: Option<f64>,
     pub min_phased_over_dag: Option<f64>,
 }
@@ -83,6 +85,67 @@ impl Profile {
             }
         }
         Ok(Profile { path: path.to_owned(), service, backend, engine, tasks: raw.tasks, targets: raw.targets })
+    }
+
+    /// A profile of the run whose `report.json` this is: its service, backend and every
+    /// task's duration, with the targets every profile has (dag within 3% of the best).
+    pub fn from_report(path: &Utf8Path) -> anyhow::Result<Profile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{path} is not valid JSON"))?;
+        let title = report["title"].as_str().unwrap_or_default();
+        let name = report["service"].as_str().unwrap_or_else(|| title.strip_suffix(" end-to-end").unwrap_or(title));
+        let service = catalog()
+            .get(name)
+            .ok_or_else(|| format_err!("{path}: not the report of a service's run (service `{name}`)"))?;
+        let tasks = report["tasks"].as_array().ok_or_else(|| format_err!("{path} has no tasks"))?;
+        let mut durations = BTreeMap::new();
+        let mut backend = ClusterMode::Kind;
+        for task in tasks {
+            let id = task["id"].as_str().ok_or_else(|| format_err!("{path}: a task without an id"))?;
+            if id == "cluster" && task["kind"] == "api" {
+                backend = ClusterMode::Existing;
+            }
+            match task["duration_s"].as_f64() {
+                Some(secs) => {
+                    durations.insert(id.to_owned(), secs);
+                }
+                None if task["phase"] == "teardown" => {}
+                None => bail!("{path}: task `{id}` never ran; make the profile from a run that got to its end"),
+            }
+        }
+        let targets = Targets { max_dag_over_best: Some(1.03), ..Targets::default() };
+        Ok(Profile { path: path.to_owned(), service, backend, engine: Engine::Docker, tasks: durations, targets })
+    }
+
+    /// The profile as a file `load` reads back.
+    pub fn to_toml(&self) -> String {
+        let backend = match self.backend {
+            ClusterMode::Kind => "kind",
+            ClusterMode::Existing => "existing",
+        };
+        let mut out = format!(
+            "# Made by `cargo xtask bench --profile-from {}`: that run's durations, in seconds.\n\
+             service = \"{}\"\nbackend = \"{backend}\"\nengine = \"{}\"\n\n[tasks]\n",
+            self.path,
+            self.service.name,
+            self.engine.program()
+        );
+        for (id, secs) in &self.tasks {
+            out.push_str(&format!("{id} = {secs}\n"));
+        }
+        out.push_str("\n[targets]\n");
+        for (name, value) in [
+            ("max_dag_over_critical_path", self.targets.max_dag_over_critical_path),
+            ("max_dag_over_best", self.targets.max_dag_over_best),
+            ("min_sequential_over_dag", self.targets.min_sequential_over_dag),
+            ("min_phased_over_dag", self.targets.min_phased_over_dag),
+        ] {
+            if let Some(value) = value {
+                out.push_str(&format!("{name} = {value}\n"));
+            }
+        }
+        out
     }
 
     /// The service's real plan as `cargo xtask e2e` would build it on this backend, with the
@@ -187,6 +250,44 @@ mod tests {
         let plan = profile.apply(&profile.real_plan("r".into()).unwrap(), 1.0).unwrap();
         let cluster = plan.tasks().iter().find(|t| t.id == "cluster").unwrap();
         assert_eq!(cluster.estimate, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn a_profile_is_made_from_a_runs_report_and_read_back() {
+        let dir = Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap())
+            .join(format!("xtask-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("report.json");
+        let tasks: Vec<serde_json::Value> = applied(&seed())
+            .unwrap()
+            .tasks()
+            .iter()
+            .map(|t| {
+                let duration = (!t.is_teardown()).then_some(t.estimate.as_secs_f64());
+                serde_json::json!({"id": t.id, "phase": t.phase, "kind": t.kind, "duration_s": duration})
+            })
+            .collect();
+        std::fs::write(
+            &report,
+            serde_json::json!({"schema": 2, "service": "gateway", "title": "x", "tasks": tasks}).to_string(),
+        )
+        .unwrap();
+        let made = Profile::from_report(&report).unwrap();
+        assert_eq!((made.service.name.as_str(), made.backend, made.tasks.len()), ("gateway", ClusterMode::Kind, 17));
+        let back = Profile::parse(&dir.join("p.toml"), &made.to_toml()).unwrap();
+        assert_eq!(back.tasks, made.tasks);
+        assert_eq!(back.targets.max_dag_over_best, Some(1.03));
+        assert_eq!(applied(&back).unwrap().sum_of_estimates(), Duration::from_secs(456), "the seed's durations");
+        // A run that did not get to its end makes no profile.
+        let mut cut = tasks.clone();
+        cut[3]["duration_s"] = serde_json::Value::Null;
+        std::fs::write(
+            &report,
+            serde_json::json!({"schema": 2, "service": "gateway", "title": "x", "tasks": cut}).to_string(),
+        )
+        .unwrap();
+        assert!(Profile::from_report(&report).unwrap_err().to_string().contains("never ran"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

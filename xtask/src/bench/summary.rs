@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::profile::Targets;
+use crate::phases::bound::Best;
 use crate::phases::{Kind, Plan, RunRecord, Strategy};
 
 /// The strategies in the order rounds run them.
@@ -78,7 +79,14 @@ pub struct Summary {
 
 impl Summary {
     /// `plan` carries the scaled durations as its estimates; `runs` are the rounds in order.
-    pub fn new(about: Vec<(&'static str, String)>, plan: &Plan, runs: &[RunRecord], targets: &Targets) -> Summary {
+    /// `best` is the shortest makespan the pools allow, to measure dag against.
+    pub fn new(
+        about: Vec<(&'static str, String)>,
+        plan: &Plan,
+        runs: &[RunRecord],
+        targets: &Targets,
+        best: Best,
+    ) -> Summary {
         let (chain, critical_length) = plan.critical_path_estimate();
         let rows: Vec<Row> = STRATEGIES
             .iter()
@@ -111,7 +119,7 @@ impl Summary {
                 }
             })
             .collect();
-        let checks = checks(rows[0].median, rows[1].median, rows[2].median, critical_length, targets);
+        let checks = checks(rows[0].median, rows[1].median, rows[2].median, critical_length, best.duration(), targets);
         let secs = |d: Option<Duration>| d.map(|d| round3(d.as_secs_f64()));
         let rounds = runs
             .iter()
@@ -265,7 +273,14 @@ pub fn median(values: &[Duration]) -> Duration {
 }
 
 /// sequential/dag, phased/dag and dag/critical-path, with the profile's targets.
-pub fn checks(sequential: Duration, phased: Duration, dag: Duration, critical: Duration, t: &Targets) -> Vec<Check> {
+pub fn checks(
+    sequential: Duration,
+    phased: Duration,
+    dag: Duration,
+    critical: Duration,
+    best: Duration,
+    t: &Targets,
+) -> Vec<Check> {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     vec![
         Check {
@@ -279,6 +294,7 @@ pub fn checks(sequential: Duration, phased: Duration, dag: Duration, critical: D
             value: ratio(dag, critical),
             bound: t.max_dag_over_critical_path.map(Bound::AtMost),
         },
+        Check { name: "dag/best", value: ratio(dag, best), bound: t.max_dag_over_best.map(Bound::AtMost) },
     ]
 }
 
@@ -351,17 +367,21 @@ mod tests {
     fn ratios_divide_the_right_way_and_meet_their_bounds() {
         let targets = Targets {
             max_dag_over_critical_path: Some(1.03),
+            max_dag_over_best: Some(1.03),
             min_sequential_over_dag: Some(1.65),
             min_phased_over_dag: Some(1.2),
         };
-        let met = checks(ms(7600), ms(6400), ms(4250), ms(4200), &targets);
+        let met = checks(ms(7600), ms(6400), ms(4250), ms(4200), ms(4225), &targets);
         let values: Vec<(&str, f64)> = met.iter().map(|c| (c.name, (c.value * 1000.0).round() / 1000.0)).collect();
-        assert_eq!(values, [("sequential/dag", 1.788), ("phased/dag", 1.506), ("dag/critical-path", 1.012)]);
+        assert_eq!(
+            values,
+            [("sequential/dag", 1.788), ("phased/dag", 1.506), ("dag/critical-path", 1.012), ("dag/best", 1.006)]
+        );
         assert!(met.iter().all(|c| c.ok() == Some(true)));
-        let slow = checks(ms(7600), ms(6400), ms(4400), ms(4200), &targets);
+        let slow = checks(ms(7600), ms(6400), ms(4400), ms(4200), ms(4200), &targets);
         assert_eq!(slow[2].ok(), Some(false), "1.048 > 1.03");
         assert_eq!(slow[2].verdict(), "MISSED");
-        assert_eq!(checks(ms(2), ms(2), ms(1), ms(1), &Targets::default())[0].ok(), None);
+        assert_eq!(checks(ms(2), ms(2), ms(1), ms(1), ms(1), &Targets::default())[0].ok(), None);
     }
 
     fn plan(spec: &[(&str, Kind, u8, &[&str])]) -> Plan {
@@ -426,7 +446,8 @@ mod tests {
         let plan = Plan::new(tasks).unwrap();
         let runs: Vec<RunRecord> =
             STRATEGIES.iter().map(|&s| run(s, 2, vec![record(2, 104), record(108, 310)])).collect();
-        let summary = Summary::new(vec![("profile", "p".into())], &plan, &runs, &Targets::default());
+        let summary =
+            Summary::new(vec![("profile", "p".into())], &plan, &runs, &Targets::default(), Best::Exact(ms(300)));
         let dag = &summary.rows[2];
         assert_eq!(dag.median, ms(310));
         assert_eq!(dag.ideal, ms(300));

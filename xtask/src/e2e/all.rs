@@ -20,6 +20,7 @@ use crate::builders::Engine;
 use crate::catalog::{Exposed, Service, catalog};
 use crate::envs::{self, Settings, run_id};
 use crate::flags;
+use crate::phases::history::History;
 use crate::phases::report::Report;
 use crate::phases::{Command, Kind, Phase, Plan, Schedule, Status, Strategy, Task};
 
@@ -39,7 +40,13 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     // Resolved now: a rebuild during the run would leave `/proc/self/exe` pointing at a
     // deleted file.
     let exe = Utf8PathBuf::try_from(std::env::current_exe()?)?;
-    let plan = plan(&runs, shared.as_ref(), engine, &dir, &exe)?;
+    let key = shared.as_ref().map_or_else(
+        || runs.first().map(|(_, s)| s.cluster.backend().history_key()).unwrap_or_default(),
+        |k| k.history_key(),
+    );
+    let learned = super::history_path("all", &key);
+    let past = super::history(&learned);
+    let plan = plan(&runs, shared.as_ref(), engine, &dir, &exe, &past)?;
     let schedule = Schedule { strategy: Strategy::Dag, jobs: usize::from(flags.parallel), keep_going: true };
     if flags.plan {
         let cluster =
@@ -68,6 +75,7 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     if super::torn_down(&plan, &record) {
         registration.done();
     }
+    super::learn(&learned, past, &plan, &record);
     let report = Report::new("all", "all environments", &run_id, &plan, &record);
     report.write(&dir)?;
 
@@ -111,14 +119,16 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
 }
 
 /// The plan of `e2e all`: on Kind the shared cluster, then each run as a child `exe e2e
-/// <service>` with its settings written beside it, longest first (by its plan's estimate),
-/// then the shared cluster's teardown.
+/// <service>` with its settings written beside it, longest first (by how long it took in past
+/// `e2e all` runs, else by its own plan's expected critical path), then the shared cluster's
+/// teardown.
 fn plan(
     runs: &[(&Service, Settings)],
     shared: Option<&KindCluster>,
     engine: Engine,
     dir: &Utf8Path,
     exe: &Utf8Path,
+    history: &History,
 ) -> anyhow::Result<Plan> {
     let mut tasks = Vec::new();
     if let Some(kind) = shared {
@@ -127,12 +137,23 @@ fn plan(
     }
     let mut ordered = Vec::new();
     for (service, settings) in runs {
-        ordered.push((envs::plan(service, settings)?.critical_path_estimate().1, *service, settings));
+        let expected = match history.expected(&service.name) {
+            Some((took, runs)) => (took, Some(runs)),
+            None => {
+                let mut own = envs::plan(service, settings)?;
+                own.expect_from(&super::history(&super::history_path(
+                    &service.name,
+                    &settings.cluster.backend().history_key(),
+                )));
+                (own.critical_path_estimate().1, None)
+            }
+        };
+        ordered.push((expected, *service, settings));
     }
     // Longest first, so the last to start are the short ones; ties keep the declaration order.
-    ordered.sort_by_key(|(estimate, _, _)| Reverse(*estimate));
+    ordered.sort_by_key(|((estimate, _), _, _)| Reverse(*estimate));
     let after: &[&str] = if shared.is_some() { &[CLUSTER] } else { &[] };
-    for (estimate, service, settings) in ordered {
+    for ((estimate, from), service, settings) in ordered {
         let file = settings.run_dir.join("settings.json");
         let child = Command::new(exe.as_str(), ["e2e", &service.name, "--settings", file.as_str()]);
         let mut task = Task::new(&service.name, Phase::Tests, Kind::Build)
@@ -140,6 +161,7 @@ fn plan(
             .write(&file, settings.to_json())
             .run(child.interrupt_on_cancel());
         task.estimate = estimate;
+        task.estimate_from = from;
         tasks.push(task);
     }
     if let Some(kind) = shared {

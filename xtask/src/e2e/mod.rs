@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::catalog;
 use crate::envs::{self, Settings, ids};
 use crate::flags::{self, Selection};
+use crate::phases::history::History;
 use crate::phases::progress;
 use crate::phases::report::Report;
 use crate::phases::{self, Executor, Plan, RunRecord, Schedule, Status};
@@ -56,10 +57,36 @@ fn collect_garbage() {
     }
 }
 
-/// Plans the run; with `plan_only` prints the plan, else checks what it needs and runs it.
+/// Where the durations of runs of `name` on clusters alike (`key`) are learned.
+fn history_path(name: &str, key: &str) -> Utf8PathBuf {
+    crate::project_root().join(format!("target/e2e/history/{name}-{key}.json"))
+}
+
+/// The history at `path`; a corrupt or foreign one is said and set aside.
+fn history(path: &Utf8Path) -> History {
+    let (history, warning) = History::load(path);
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}; learning durations afresh");
+    }
+    history
+}
+
+/// Adds the run's durations to the history at `path`; a failure to is only said.
+fn learn(path: &Utf8Path, mut history: History, plan: &Plan, record: &RunRecord) {
+    history.record(plan, record);
+    if let Err(err) = history.save(path) {
+        eprintln!("warning: cannot write the run history {path}: {err:#}");
+    }
+}
+
+/// Plans the run, with the durations past runs took; with `plan_only` prints the plan, else
+/// checks what it needs and runs it.
 fn run_one(settings: Settings, plan_only: bool) -> anyhow::Result<ExitCode> {
     let service = catalog().get(&settings.service).with_context(|| format!("unknown service {}", settings.service))?;
-    let plan = envs::plan(service, &settings)?;
+    let mut plan = envs::plan(service, &settings)?;
+    let learned = history_path(&service.name, &settings.cluster.backend().history_key());
+    let past = history(&learned);
+    plan.expect_from(&past);
     if plan_only {
         print(&format!(
             "{} end-to-end environment, run {}\n{}",
@@ -74,7 +101,7 @@ fn run_one(settings: Settings, plan_only: bool) -> anyhow::Result<ExitCode> {
     let backend = settings.cluster.backend();
     let leftovers = backend.leftovers(settings.engine, &settings.namespace, &settings.run_id);
     let registration = gc::Registration::new(&settings.run_id, &settings.run_dir, leftovers)?;
-    let (code, torn_down) = runtime()?.block_on(run(&settings, plan));
+    let (code, torn_down) = runtime()?.block_on(run(&settings, plan, (learned, past)));
     if torn_down {
         registration.done();
     }
@@ -108,14 +135,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the plan (its teardown included), then reports; and says whether teardown did all it
 /// had to.
-async fn run(settings: &Settings, plan: Plan) -> (anyhow::Result<ExitCode>, bool) {
-    match execute_and_report(settings, plan).await {
+async fn run(settings: &Settings, plan: Plan, history: (Utf8PathBuf, History)) -> (anyhow::Result<ExitCode>, bool) {
+    match execute_and_report(settings, plan, history).await {
         Ok((code, torn_down)) => (code, torn_down),
         Err(err) => (Err(err), false),
     }
 }
 
-async fn execute_and_report(settings: &Settings, plan: Plan) -> anyhow::Result<(anyhow::Result<ExitCode>, bool)> {
+async fn execute_and_report(
+    settings: &Settings,
+    plan: Plan,
+    (learned, past): (Utf8PathBuf, History),
+) -> anyhow::Result<(anyhow::Result<ExitCode>, bool)> {
     let service = settings.service.clone();
     let target = Target {
         kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
@@ -124,6 +155,7 @@ async fn execute_and_report(settings: &Settings, plan: Plan) -> anyhow::Result<(
     };
     let schedule = Schedule::new(settings.strategy, settings.jobs);
     let (plan, record) = execute(plan, RealExecutor::new(target), schedule, &settings.run_dir).await?;
+    learn(&learned, past, &plan, &record);
     let report = Report::new(&service, format!("{service} end-to-end"), &settings.run_id, &plan, &record);
     report.write(&settings.run_dir)?;
     let specs = specs_results(&settings.run_dir, &plan, &record, &service);

@@ -4,6 +4,8 @@
 //! Nothing here knows about any service. A service's environment is a [`Plan`] built from data
 //! in `crate::envs`; how a task's steps are carried out is an [`Executor`].
 
+pub mod bound;
+pub mod history;
 mod plan;
 mod process;
 pub mod progress;

@@ -8,6 +8,7 @@ use anyhow::{bail, format_err};
 use camino::Utf8PathBuf;
 use serde::Serialize;
 
+use super::history::History;
 use super::scheduler::Strategy;
 
 /// The reporting label of a task, in the order phases usually happen.
@@ -403,8 +404,10 @@ pub struct Task {
     /// The barrier group under `--strategy phased` (1 first).
     pub stage: u8,
     pub deps: Vec<String>,
-    /// Expected duration, for the critical path estimate.
+    /// Expected duration: the plan's estimate, or what past runs took (`estimate_from`).
     pub estimate: Duration,
+    /// How many past runs `estimate` is the median of; `None` for the plan's own estimate.
+    pub estimate_from: Option<usize>,
     pub steps: Vec<Step>,
     /// For a teardown task: whether it runs, from how the rest of the run went.
     pub when: When,
@@ -424,6 +427,7 @@ impl Task {
             stage: 1,
             deps: Vec::new(),
             estimate: Duration::ZERO,
+            estimate_from: None,
             steps: Vec::new(),
             when: When::Always,
             done: None,
@@ -657,6 +661,28 @@ impl Plan {
         inputs.into_iter().cloned().collect()
     }
 
+    /// Replaces each task's estimate by what `history` expects of it, where it knows the task.
+    pub fn expect_from(&mut self, history: &History) {
+        for task in &mut self.tasks {
+            if let Some((expected, runs)) = history.expected(&task.id) {
+                task.estimate = expected;
+                task.estimate_from = Some(runs);
+            }
+        }
+    }
+
+    /// For each task, the longest expected path from its start to the end of its part of the
+    /// plan (the tasks before teardown, or teardown): the scheduler starts the longest first.
+    pub fn remaining(&self) -> Vec<Duration> {
+        let mut rest = vec![Duration::ZERO; self.len()];
+        for &i in self.topo.iter().rev() {
+            let part = self.tasks[i].is_teardown();
+            let dependents = self.dependents[i].iter().filter(|&&d| self.tasks[d].is_teardown() == part);
+            rest[i] = self.tasks[i].estimate + dependents.map(|&d| rest[d]).max().unwrap_or_default();
+        }
+        rest
+    }
+
     /// The tasks before teardown, in declaration order.
     fn up(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.len()).filter(|&i| !self.tasks[i].is_teardown())
@@ -743,13 +769,20 @@ impl Plan {
         }
         let (chain, length) = self.critical_path_estimate();
         let names: Vec<&str> = chain.iter().map(|&i| self.tasks[i].id.as_str()).collect();
-        let _ = writeln!(out, "\ncritical path estimate: {} = ~{}s", names.join(" -> "), length.as_secs());
+        let learned = self.tasks.iter().filter(|t| t.estimate_from.is_some()).count();
+        let source = match learned {
+            0 => "the plan's estimates".to_owned(),
+            n if n == self.len() => "past runs".to_owned(),
+            n => format!("past runs for {n} of {} tasks, the plan's estimates for the rest", self.len()),
+        };
+        let _ = writeln!(out, "\nexpected durations from {source}");
+        let _ = writeln!(out, "critical path estimate: {} = ~{:.1}s", names.join(" -> "), length.as_secs_f64());
         let _ = writeln!(
             out,
-            "estimated makespan before teardown: dag ~{}s (the critical path), phased ~{}s, sequential ~{}s",
-            length.as_secs(),
-            self.phased_estimate().as_secs(),
-            self.sum_of_estimates().as_secs()
+            "estimated makespan before teardown: dag ~{:.1}s (the critical path), phased ~{:.1}s, sequential ~{:.1}s",
+            length.as_secs_f64(),
+            self.phased_estimate().as_secs_f64(),
+            self.sum_of_estimates().as_secs_f64()
         );
         out
     }
@@ -758,12 +791,17 @@ impl Plan {
         let after = if task.deps.is_empty() { "-".to_owned() } else { task.deps.join(", ") };
         // Teardown runs after every stage.
         let stage = if task.is_teardown() { String::new() } else { format!(", stage {}", task.stage) };
+        let from = match task.estimate_from {
+            Some(1) => " (took that last run)".to_owned(),
+            Some(runs) => format!(" (median of its last {runs} runs)"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "\n{order}{} [{}{stage}, ~{}s{}]\n    after: {after}",
+            "\n{order}{} [{}{stage}, ~{:.1}s{from}{}]\n    after: {after}",
             task.label(),
             task.kind.name(),
-            task.estimate.as_secs(),
+            task.estimate.as_secs_f64(),
             task.when.describe()
         );
         for step in &task.steps {
@@ -981,7 +1019,7 @@ mod tests {
         let text = plan.describe(Strategy::Dag, 2);
         let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} in {text}"));
         assert!(at("infra/cluster") < at("---- teardown") && at("---- teardown") < at("teardown/export-logs"));
-        assert!(text.contains("teardown/export-logs [process, ~0s, when the run failed]"), "{text}");
+        assert!(text.contains("teardown/export-logs [process, ~0.0s, when the run failed]"), "{text}");
         assert_eq!(plan.critical_path_estimate().1, Duration::from_secs(100), "teardown is not on the estimate");
     }
 }

@@ -13,6 +13,9 @@ use super::scheduler::{Status, TaskRecord};
 pub trait Progress {
     fn started(&mut self, task: &Task);
     fn finished(&mut self, task: &Task, record: &TaskRecord);
+    /// How long the run is expected to take still, from the tasks' expected durations and
+    /// what runs now; told before each start and end.
+    fn left(&mut self, _left: Duration) {}
 }
 
 /// Live lines when stderr is a terminal and CI is not set, plain lines otherwise.
@@ -21,7 +24,7 @@ pub fn for_stderr() -> Box<dyn Progress> {
     if !ci && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         Box::new(Live::default())
     } else {
-        Box::new(Plain { out: Box::new(std::io::stderr()) })
+        Box::new(Plain::new(Box::new(std::io::stderr())))
     }
 }
 
@@ -42,9 +45,14 @@ fn clock() -> String {
     jiff::Zoned::now().strftime("%H:%M:%S%.3f").to_string()
 }
 
+/// `ok images/build-gateway 6.4s`, with what it usually takes when past runs say, and the
+/// error of a failed one.
 fn outcome_line(task: &Task, record: &TaskRecord) -> String {
     let took = record.elapsed().map(human).unwrap_or_default();
     let mut line = format!("{:<9} {} {took}", record.status.name(), task.label());
+    if task.estimate_from.is_some() && record.elapsed().is_some() {
+        line.push_str(&format!(" (usually {})", human(task.estimate)));
+    }
     if let Some(error) = &record.error {
         line.push_str(&format!(": {error}"));
     }
@@ -53,6 +61,14 @@ fn outcome_line(task: &Task, record: &TaskRecord) -> String {
 
 pub struct Plain {
     pub out: Box<dyn Write + Send>,
+    /// The last expected time left, printed with each task's end.
+    pub left: Option<Duration>,
+}
+
+impl Plain {
+    pub fn new(out: Box<dyn Write + Send>) -> Plain {
+        Plain { out, left: None }
+    }
 }
 
 impl Progress for Plain {
@@ -61,7 +77,12 @@ impl Progress for Plain {
     }
 
     fn finished(&mut self, task: &Task, record: &TaskRecord) {
-        let _ = writeln!(self.out, "{} {}", clock(), outcome_line(task, record));
+        let left = self.left.map(|left| format!("; about {} left", human(left))).unwrap_or_default();
+        let _ = writeln!(self.out, "{} {}{left}", clock(), outcome_line(task, record));
+    }
+
+    fn left(&mut self, left: Duration) {
+        self.left = Some(left);
     }
 }
 
@@ -69,9 +90,21 @@ impl Progress for Plain {
 pub struct Live {
     bars: MultiProgress,
     running: HashMap<String, ProgressBar>,
+    /// The expected time left, the first line.
+    eta: Option<ProgressBar>,
 }
 
 impl Progress for Live {
+    fn left(&mut self, left: Duration) {
+        let bars = &self.bars;
+        let eta = self.eta.get_or_insert_with(|| {
+            let bar = bars.insert(0, ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+            bar
+        });
+        eta.set_message(format!("about {} left", human(left)));
+    }
+
     fn started(&mut self, task: &Task) {
         let bar = self.bars.add(ProgressBar::new_spinner());
         bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));

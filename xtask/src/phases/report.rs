@@ -52,6 +52,31 @@ impl<'a> Report<'a> {
         Report { service: service.into(), title: title.into(), run_id: run_id.into(), plan, run, critical }
     }
 
+    /// The tasks that took much longer than past runs say they usually do (half again, and a
+    /// second more), slowest against their usual first: `datastorage 9.8s, usually 2.4s`.
+    pub fn slower_than_usual(&self) -> Vec<String> {
+        let mut slow: Vec<(f64, String)> = self
+            .plan
+            .tasks()
+            .iter()
+            .zip(&self.run.tasks)
+            .filter(|(task, _)| task.estimate_from.is_some())
+            .filter_map(|(task, record)| {
+                let took = record.elapsed()?;
+                let usual = task.estimate;
+                let slow = took.as_secs_f64() > usual.as_secs_f64() * 1.5 && took > usual + Duration::from_secs(1);
+                slow.then(|| {
+                    (
+                        took.as_secs_f64() / usual.as_secs_f64().max(0.001),
+                        format!("{} {}, usually {}", task.id, human(took), human(usual)),
+                    )
+                })
+            })
+            .collect();
+        slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+        slow.into_iter().map(|(_, line)| line).collect()
+    }
+
     /// What the teardown tasks that succeeded said they did, in plan order.
     pub fn teardown_notes(&self) -> Vec<&str> {
         let tasks = self.plan.tasks().iter().zip(&self.run.tasks);
@@ -148,6 +173,10 @@ impl<'a> Report<'a> {
         if cached > 0 {
             let _ = writeln!(out, "  cached: {cached} of {} tasks had nothing to do", self.plan.len());
         }
+        let slow = self.slower_than_usual();
+        if !slow.is_empty() {
+            let _ = writeln!(out, "  slower than usual: {}", slow.join("; "));
+        }
         for note in self.teardown_notes() {
             let _ = writeln!(out, "  {note}");
         }
@@ -189,6 +218,8 @@ impl<'a> Report<'a> {
                     "stage": task.stage,
                     "deps": task.deps,
                     "when": task.when,
+                    "expected_s": secs(Some(task.estimate)),
+                    "expected_from": task.estimate_from,
                     "status": record.status,
                     "note": record.note,
                     "start_s": secs(record.start),
@@ -261,16 +292,20 @@ impl<'a> Report<'a> {
             human(saved)
         );
         let _ = writeln!(out, "![timeline](timeline.svg)\n");
-        let _ = writeln!(out, "| task | phase | status | start | duration | critical |\n|---|---|---|---:|---:|:-:|");
+        let _ = writeln!(
+            out,
+            "| task | phase | status | start | duration | usually | critical |\n|---|---|---|---:|---:|---:|:-:|"
+        );
         for (i, (task, record)) in self.plan.tasks().iter().zip(&self.run.tasks).enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 task.id,
                 task.phase,
                 record.status.name(),
                 record.start.map(human).unwrap_or_default(),
                 record.elapsed().map(human).unwrap_or_default(),
+                task.estimate_from.map(|_| human(task.estimate)).unwrap_or_default(),
                 if self.critical.contains(&i) { "yes" } else { "" }
             );
         }
@@ -404,6 +439,30 @@ mod tests {
         assert_eq!(json["phases"][0]["wall_s"], 2.0);
         assert_eq!(json["phases"][0]["sum_s"], 3.0);
         assert!(report.terminal().contains("saved 1.0s (33%)"), "{}", report.terminal());
+    }
+
+    #[test]
+    fn a_task_much_slower_than_usual_is_named() {
+        let mut p = plan(&[("rollout", &[]), ("quick", &[]), ("new", &[])]);
+        let mut tasks: Vec<Task> = p.tasks().to_vec();
+        tasks[0].estimate = ms(2400);
+        tasks[0].estimate_from = Some(5);
+        tasks[1].estimate = ms(900);
+        tasks[1].estimate_from = Some(5);
+        tasks[2].estimate = ms(100);
+        p = Plan::new(tasks).unwrap();
+        let run = run_of(vec![record(0, 9800), record(0, 1200), record(0, 9000)]);
+        let report = Report::new("t", "t", "r", &p, &run);
+        // Only a task with a history can be slower than usual; 1.2 s against 0.9 s is noise.
+        assert_eq!(report.slower_than_usual(), ["rollout 9.8s, usually 2.4s"]);
+        assert!(report.terminal().contains("  slower than usual: rollout 9.8s, usually 2.4s"), "{}", report.terminal());
+        assert_eq!(report.json()["tasks"][0]["expected_s"], 2.4);
+        assert_eq!(report.json()["tasks"][0]["expected_from"], 5);
+        assert!(
+            report.markdown().contains("| rollout | infra | ok | 0ms | 9.8s | 2.4s | yes |"),
+            "{}",
+            report.markdown()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Kind, Plan, Task};
+use super::plan::{Kind, Plan, Task, When};
 use super::progress::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -238,6 +238,8 @@ pub async fn run<E: Executor>(
     let pass = Pass {
         plan: &plan,
         executor: &executor,
+        remaining: plan.remaining(),
+        jobs: schedule.jobs.max(1),
         build_pool: pool(schedule.jobs, "build"),
         process_pool: pool(plan.tasks().iter().filter(|t| t.kind == Kind::Process).count(), "process"),
         strategy: schedule.strategy,
@@ -246,7 +248,14 @@ pub async fn run<E: Executor>(
     };
     let mut records = vec![TaskRecord::default(); plan.len()];
     let up: Vec<bool> = plan.tasks().iter().map(|t| !t.is_teardown()).collect();
-    let interrupted = pass.drive(Part::Up, &up, schedule.keep_going, cancel, &mut records, progress).await;
+    // What teardown is expected to add, for the time left.
+    let teardown = (0..plan.len())
+        .filter(|&i| !up[i] && plan.tasks()[i].when == When::Always)
+        .map(|i| pass.remaining[i])
+        .max()
+        .unwrap_or_default();
+    let first = Round { part: Part::Up, members: &up, keep_going: schedule.keep_going, then: teardown };
+    let interrupted = pass.drive(first, cancel, &mut records, progress).await;
     let up_end = t0.elapsed();
 
     let succeeded = !interrupted && (0..plan.len()).filter(|&i| up[i]).all(|i| records[i].status.succeeded());
@@ -258,7 +267,8 @@ pub async fn run<E: Executor>(
             records[i].status = Status::Skipped;
         }
     }
-    pass.drive(Part::Teardown, &down, true, CancellationToken::new(), &mut records, progress).await;
+    let last = Round { part: Part::Teardown, members: &down, keep_going: true, then: Duration::ZERO };
+    pass.drive(last, CancellationToken::new(), &mut records, progress).await;
     RunRecord {
         strategy: schedule.strategy,
         jobs: schedule.jobs,
@@ -276,10 +286,24 @@ enum Part {
     Teardown,
 }
 
+/// One part of a run: its tasks (`members`), whether a failure stops it, and how long what
+/// comes after it is expected to take.
+struct Round<'m> {
+    part: Part,
+    members: &'m [bool],
+    keep_going: bool,
+    then: Duration,
+}
+
 /// What both parts of a run (before teardown, and teardown) run with.
 struct Pass<'a, E> {
     plan: &'a Arc<Plan>,
     executor: &'a Arc<E>,
+    /// Each task's expected remaining path: of the tasks ready at once, the longest starts first.
+    remaining: Vec<Duration>,
+    /// Build slots: the scheduler starts a build only when one is free, so what waits is its
+    /// choice, not the pool's queue.
+    jobs: usize,
     build_pool: rayon::ThreadPool,
     process_pool: rayon::ThreadPool,
     strategy: Strategy,
@@ -294,13 +318,12 @@ impl<E: Executor> Pass<'_, E> {
     /// it. Returns whether `cancel` fired.
     async fn drive(
         &self,
-        part: Part,
-        members: &[bool],
-        keep_going: bool,
+        round: Round<'_>,
         cancel: CancellationToken,
         records: &mut [TaskRecord],
         progress: &mut dyn Progress,
     ) -> bool {
+        let Round { part, members, keep_going, then } = round;
         let (plan, t0) = (self.plan, self.t0);
         let n = plan.len();
         let mut state: Vec<State> = (0..n).map(|i| if members[i] { State::Pending } else { State::Done }).collect();
@@ -310,12 +333,21 @@ impl<E: Executor> Pass<'_, E> {
         // it; `cancel` (the caller's, e.g. Ctrl-C) fires it too.
         let stop = cancel.child_token();
         let mut in_flight = 0usize;
+        let mut builds = 0usize;
         let mut stopping = false;
         let mut interrupted = false;
 
         loop {
             if !stopping {
-                for i in ready(plan, self.strategy, &state, &waiting_on, in_flight) {
+                let mut startable = ready(plan, self.strategy, &state, &waiting_on, in_flight);
+                startable.sort_by_key(|&i| (std::cmp::Reverse(self.remaining[i]), i));
+                for i in startable {
+                    if plan.tasks()[i].kind == Kind::Build {
+                        if builds == self.jobs {
+                            continue;
+                        }
+                        builds += 1;
+                    }
                     state[i] = State::InFlight;
                     in_flight += 1;
                     let cx = TaskCx::new(stop.clone(), self.log_dir.join(format!("{}.log", plan.tasks()[i].id)));
@@ -367,10 +399,14 @@ impl<E: Executor> Pass<'_, E> {
             match event {
                 Event::Started(i, at) => {
                     records[i].start = Some(at);
+                    progress.left(self.left(at, &state, &waiting_on, records) + then);
                     progress.started(&plan.tasks()[i]);
                 }
                 Event::Finished { task: i, result, started, at } => {
                     in_flight -= 1;
+                    if plan.tasks()[i].kind == Kind::Build {
+                        builds -= 1;
+                    }
                     state[i] = State::Done;
                     let record = &mut records[i];
                     if started {
@@ -400,12 +436,34 @@ impl<E: Executor> Pass<'_, E> {
                         }
                     }
                     if started {
+                        progress.left(self.left(at, &state, &waiting_on, records) + then);
                         progress.finished(&plan.tasks()[i], &records[i]);
                     }
                 }
             }
         }
         interrupted
+    }
+}
+
+impl<E> Pass<'_, E> {
+    /// How long this part is expected to take still, at `now`: the longest expected path from
+    /// a running task (less what it has run) or from a task ready to start. Pools are taken as
+    /// free: a slight underestimate when builds queue.
+    fn left(&self, now: Duration, state: &[State], waiting_on: &[usize], records: &[TaskRecord]) -> Duration {
+        let tasks = self.plan.tasks();
+        (0..tasks.len())
+            .filter_map(|i| match state[i] {
+                State::InFlight => {
+                    let ran = now.saturating_sub(records[i].start.unwrap_or(now));
+                    let after = self.remaining[i] - tasks[i].estimate;
+                    Some(tasks[i].estimate.saturating_sub(ran) + after)
+                }
+                State::Pending if waiting_on[i] == 0 => Some(self.remaining[i]),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -424,7 +482,7 @@ fn stop_on_failure<T>(result: &anyhow::Result<T>, stop: &CancellationToken, keep
     }
 }
 
-/// The tasks that may start now under `strategy`, in plan order.
+/// The tasks that may start now under `strategy`, in plan order (their pools may still be full).
 fn ready(plan: &Plan, strategy: Strategy, state: &[State], waiting_on: &[usize], in_flight: usize) -> Vec<usize> {
     let startable = |i: usize| state[i] == State::Pending && waiting_on[i] == 0;
     match strategy {

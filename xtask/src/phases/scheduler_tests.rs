@@ -401,8 +401,8 @@ fn progress_lines_are_timestamped() {
             Ok(())
         }
     }
-    let mut plain = Plain { out: Box::new(Shared(buf.clone())) };
-    let t = Task::new("build-gateway", Phase::Images, Kind::Build);
+    let mut plain = Plain::new(Box::new(Shared(buf.clone())));
+    let mut t = Task::new("build-gateway", Phase::Images, Kind::Build);
     plain.started(&t);
     let rec = TaskRecord {
         status: Status::Ok,
@@ -411,13 +411,19 @@ fn progress_lines_are_timestamped() {
         ..TaskRecord::default()
     };
     plain.finished(&t, &rec);
+    // With what past runs expect, and the time left.
+    t.estimate = Duration::from_millis(5100);
+    t.estimate_from = Some(4);
+    plain.left(Duration::from_secs(42));
+    plain.finished(&t, &rec);
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     let (clock, rest) = lines[0].split_at(12);
     assert!(clock.chars().filter(|c| *c == ':').count() == 2 && clock.contains('.'), "{clock}");
     assert_eq!(rest, " start     images/build-gateway");
     assert!(lines[1].ends_with("ok        images/build-gateway 6.4s"), "{}", lines[1]);
+    assert!(lines[2].ends_with("ok        images/build-gateway 6.4s (usually 5.1s); about 42.0s left"), "{}", lines[2]);
 }
 
 fn teardown(id: &str, when: When, deps: &[&str]) -> Task {
@@ -530,4 +536,29 @@ async fn a_command_to_interrupt_gets_sigint_and_finishes_its_cleanup() {
         "the child was killed before its cleanup"
     );
     assert!(out.span("child").1 < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_build_slot_the_build_on_the_longer_path_starts_first() {
+    // Declared first, `short` would start first in plan order; `long` leads to 300 ms more.
+    let mut tasks = vec![
+        task("short", Kind::Build, 1, &[]),
+        task("long", Kind::Build, 1, &[]),
+        task("after", Kind::Api, 1, &["long"]),
+    ];
+    for (task, ms) in tasks.iter_mut().zip([100, 100, 300]) {
+        task.estimate = Duration::from_millis(ms);
+    }
+    let acts = [("short", Act::Sleep(100)), ("long", Act::Sleep(100)), ("after", Act::Sleep(300))];
+    let out = run_plan(tasks, &acts, Strategy::Dag, 1).await;
+    assert!(out.span("long").0 < out.span("short").0, "the longer path waited");
+    assert!(
+        out.run.makespan < Duration::from_millis(480),
+        "{:?}: the tail did not overlap the other build",
+        out.run.makespan
+    );
+    // Ties go to plan order.
+    let tie = vec![task("first", Kind::Build, 1, &[]), task("second", Kind::Build, 1, &[])];
+    let out = run_plan(tie, &[("first", Act::Sleep(20)), ("second", Act::Sleep(20))], Strategy::Dag, 1).await;
+    assert!(out.span("first").0 < out.span("second").0);
 }

@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser};
 use super::*;
 use crate::catalog::Catalog;
 use crate::flags::{Xtask, XtaskCmd};
+use crate::phases::history::History;
 
 fn e2e(args: &[&str]) -> flags::E2e {
     let line = ["cargo xtask", "e2e"].iter().chain(args);
@@ -92,7 +93,7 @@ fn a_sixth_service_declared_only_in_test_data_gets_a_plan_free_ports_and_a_place
     assert!(exposed.iter().any(|e| e.service == "notifier" && e.host_port == 18580 && e.node_port == 30580));
 
     // A place in e2e all: a run of its own, and its port in the shared cluster's config.
-    let all = plan(&runs, shared.as_ref(), Engine::Docker, &dir, "/bin/xtask".into()).unwrap();
+    let all = plan(&runs, shared.as_ref(), Engine::Docker, &dir, "/bin/xtask".into(), &History::default()).unwrap();
     let child = all.tasks().iter().find(|t| t.id == "notifier").expect("e2e all runs the notifier");
     assert_eq!(child.deps, [CLUSTER]);
     let cluster = all.tasks().iter().find(|t| t.id == CLUSTER).unwrap();
@@ -106,7 +107,7 @@ fn a_sixth_service_declared_only_in_test_data_gets_a_plan_free_ports_and_a_place
 fn the_longest_environment_starts_first_and_one_failure_stops_no_other() {
     let dir = scratch("order");
     let (shared, runs) = resolve(catalog(), &["all"], &dir);
-    let all = plan(&runs, shared.as_ref(), Engine::Docker, &dir, "/bin/xtask".into()).unwrap();
+    let all = plan(&runs, shared.as_ref(), Engine::Docker, &dir, "/bin/xtask".into(), &History::default()).unwrap();
     let children: Vec<&Task> = all.tasks().iter().filter(|t| t.phase == Phase::Tests).collect();
     assert!(
         children.windows(2).all(|w| w[0].estimate >= w[1].estimate),
