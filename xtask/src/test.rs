@@ -43,6 +43,7 @@ impl flags::Test {
         });
 
         if !self.no_e2e {
+            ensure_nextest(&sh)?;
             let cluster = Infra::up(&sh, "test/local-cluster/cluster.sh", self.keep_up)?;
             let kubeconfig = cluster.var("REMEDY_KUBECONFIG")?;
             for service in catalog().names() {
@@ -95,6 +96,16 @@ fn ensure_installed(sh: &Shell, programs: &[&str]) -> anyhow::Result<()> {
         install().run().with_context(|| format!("apt-get install {names} failed: install them"))?;
     }
     Ok(())
+}
+
+/// The E2E specs run under cargo-nextest: installed from crates.io when missing.
+fn ensure_nextest(sh: &Shell) -> anyhow::Result<()> {
+    if which::which("cargo-nextest").is_ok() {
+        return Ok(());
+    }
+    cmd!(sh, "cargo install --locked cargo-nextest")
+        .run()
+        .context("`cargo install --locked cargo-nextest` failed: install cargo-nextest (https://nexte.st)")
 }
 
 /// A test dependency started by one of the scripts under test/ (`up`, `env`, `down`), stopped

@@ -304,7 +304,7 @@ fn on_local_cluster_a_spec_filter_that_matches_nothing_fails() {
     assert_eq!(
         last,
         "error: no datastorage spec matched `no_spec_is_named_this`: list them with \
-         `cargo test -p remedy-e2e --test datastorage -- --list`"
+         `cargo nextest list -p remedy-e2e --test datastorage`"
     );
     let log = std::fs::read_to_string(run.dir.join("logs/specs.log")).unwrap();
     assert!(log.contains("--test datastorage -- no_spec_is_named_this"), "{log}");
@@ -1003,4 +1003,32 @@ fn on_local_cluster_a_killed_runs_kind_cluster_is_deleted_but_a_kept_one_is_not(
     let gc = xtask(&["e2e", "gc"], &shim.scratch.0.join("gc"), &shim.envs());
     assert_eq!(gc.code, Some(0), "{}", gc.stderr);
     assert_eq!(shim_clusters(&shim), ["kept"], "a kept cluster was deleted");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_teardown_deletes_what_the_run_made_outside_its_namespace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("clusterwide");
+    // The controller's manifest has a ClusterRole and its binding, which no namespace holds.
+    let args = on_existing(&["e2e", "signalprocessing", "--", "a_critical_signal_in_production_is_p0"]);
+    let run = xtask(&args, &scratch.0, &cluster_images());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run_id = run.report["run_id"].as_str().unwrap();
+    let left = kubectl(&[
+        "get",
+        "clusterroles,clusterrolebindings",
+        "-l",
+        &format!("remedy.dev/run-id={run_id}"),
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "left behind: {left}");
+    assert!(run.stderr.contains("2 cluster-wide object(s) ("), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("ClusterRole/{}-signalprocessing", run.namespace("signalprocessing"))),
+        "{}",
+        run.stderr
+    );
+    assert_clean(&run, "signalprocessing");
 }

@@ -111,7 +111,7 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     }
     if !flags.spec_args.is_empty() && summary.totals().total() == 0 {
         bail!(
-            "e2e all: no spec of any suite matched `{}`: list a suite's with `cargo test -p remedy-e2e --test <service> -- --list`",
+            "e2e all: no spec of any suite matched `{}`: list a suite's with `cargo nextest list -p remedy-e2e --test <service>`",
             flags.spec_args.join(" ")
         );
     }

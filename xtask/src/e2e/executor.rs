@@ -112,7 +112,7 @@ impl RealExecutor {
                     std::fs::read_to_string(manifest).with_context(|| format!("cannot read manifest {manifest}"))?;
                 let text = self.expand(&raw).with_context(|| format!("in manifest {manifest}"))?;
                 let objects = kube::parse(manifest, &text)?;
-                for line in kube::apply(client, ns, objects).await? {
+                for line in kube::apply(client, ns, run_id, objects).await? {
                     log_line(log, &line)?;
                 }
             }
@@ -140,8 +140,13 @@ impl RealExecutor {
                 cx.note(format!("diagnostics saved in {dir}"));
             }
             KubeOp::DeleteNamespaces { timeout } => {
+                let objects = kube::delete_cluster_objects(client, run_id).await?;
                 let deleted = kube::delete_namespaces(client, ns, run_id, *timeout).await?;
-                cx.note(format!("deleted namespaces {}", deleted.join(", ")));
+                let and = match objects.len() {
+                    0 => String::new(),
+                    n => format!(" and {n} cluster-wide object(s) ({})", objects.join(", ")),
+                };
+                cx.note(format!("deleted namespaces {}{and}", deleted.join(", ")));
             }
         }
         Ok(())

@@ -131,7 +131,7 @@ fn remove(run: &RunFile, dry_run: bool) -> (Vec<String>, Vec<String>) {
                 (format!("kind cluster {name}"), if dry_run { Ok(()) } else { delete_with(&delete, &log) })
             }
             Leftover::Namespaces { kubeconfig, namespace, run_id } => {
-                let what = format!("namespace {namespace} and those labelled remedy.dev/run-id={run_id}");
+                let what = format!("namespace {namespace} and what is labelled remedy.dev/run-id={run_id}");
                 (what, if dry_run { Ok(()) } else { delete_namespaces(kubeconfig, namespace, run_id) })
             }
         };
@@ -170,6 +170,7 @@ fn delete_namespaces(kubeconfig: &Utf8Path, namespace: &str, run_id: &str) -> an
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = kube::client(kubeconfig).await?;
+        kube::delete_cluster_objects(&client, run_id).await?;
         kube::delete_namespaces(&client, namespace, run_id, std::time::Duration::from_secs(120)).await?;
         Ok(())
     })

@@ -1,96 +1,94 @@
-//! The specs' results as JUnit XML, read from the test runner's output in the specs task log.
+//! The specs' results, from the JUnit report cargo-nextest writes for the run: copied to the
+//! report directory, counted for the summary, and each spec with its time for the report.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use camino::Utf8Path;
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use crate::phases::report::{SpecOutcome, SpecResult};
 use crate::report_merge::Counts;
 
-/// Reads libtest's `test <name> ... ok|FAILED|ignored` lines (and each failure's captured
-/// output) from `log` and writes them to `junit` as one suite.
-pub fn write(log: &Utf8Path, junit: &Utf8Path, suite: &str) -> anyhow::Result<Counts> {
-    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {log}"))?;
-    let (report, counts) = from_libtest(&text, suite);
-    let xml = report.to_string().context("cannot render JUnit XML")?;
-    std::fs::write(junit, xml).with_context(|| format!("cannot write {junit}"))?;
-    Ok(counts)
-}
-
-fn from_libtest(text: &str, suite: &str) -> (Report, Counts) {
+/// Reads nextest's report `from`, copies it to `to`, and returns the counts and every spec.
+pub fn read(from: &Utf8Path, to: &Utf8Path) -> anyhow::Result<(Counts, Vec<SpecResult>)> {
+    let xml = std::fs::read_to_string(from).with_context(|| format!("cannot read nextest's JUnit report {from}"))?;
+    let specs = parse(&xml).with_context(|| format!("{from} is not valid JUnit XML"))?;
+    std::fs::write(to, &xml).with_context(|| format!("cannot write {to}"))?;
     let mut counts = Counts::default();
-    let mut cases = Vec::new();
-    for line in text.lines() {
-        let Some((name, outcome)) = line.strip_prefix("test ").and_then(|rest| rest.rsplit_once(" ... ")) else {
-            continue;
-        };
-        let status = match outcome.trim() {
-            "ok" => {
-                counts.passed += 1;
-                TestCaseStatus::success()
-            }
-            "FAILED" => {
-                counts.failed += 1;
-                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                status.set_description(failure_output(text, name));
-                status
-            }
-            outcome if outcome.starts_with("ignored") => {
-                counts.ignored += 1;
-                TestCaseStatus::skipped()
-            }
-            _ => continue,
-        };
-        cases.push(TestCase::new(name, status));
+    for spec in &specs {
+        match spec.outcome {
+            SpecOutcome::Passed => counts.passed += 1,
+            SpecOutcome::Failed => counts.failed += 1,
+            SpecOutcome::Ignored => counts.ignored += 1,
+        }
     }
-    let mut test_suite = TestSuite::new(suite);
-    test_suite.add_test_cases(cases);
-    let mut report = Report::new("remedy-e2e");
-    report.add_test_suite(test_suite);
-    (report, counts)
+    Ok((counts, specs))
 }
 
-/// What libtest printed under `---- <name> stdout ----`.
-fn failure_output(text: &str, name: &str) -> String {
-    let header = format!("---- {name} stdout ----");
-    let Some(start) = text.find(&header) else { return String::new() };
-    let body = &text[start + header.len()..];
-    let end = body.find("\n---- ").or_else(|| body.find("\nfailures:")).unwrap_or(body.len());
-    body[..end].trim().to_owned()
+/// Every `<testcase>`: its name, whether it failed (a `failure` or `error` child) or was
+/// skipped, and its time.
+fn parse(xml: &str) -> anyhow::Result<Vec<SpecResult>> {
+    let doc = roxmltree::Document::parse(xml)?;
+    let cases = doc.descendants().filter(|n| n.has_tag_name("testcase"));
+    Ok(cases
+        .map(|case| {
+            let child = |tag: &str| case.children().any(|c| c.has_tag_name(tag));
+            let outcome = if child("failure") || child("error") {
+                SpecOutcome::Failed
+            } else if child("skipped") {
+                SpecOutcome::Ignored
+            } else {
+                SpecOutcome::Passed
+            };
+            let time = case.attribute("time").and_then(|t| Duration::try_from_secs_f64(t.parse().ok()?).ok());
+            SpecResult { name: case.attribute("name").unwrap_or_default().to_owned(), outcome, time }
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const OUTPUT: &str = "\
-running 3 tests
-test a_spec_that_passes ... ok
-test a_spec_that_fails ... FAILED
-test a_spec_for_later ... ignored, needs a cluster
-
-failures:
-
----- a_spec_that_fails stdout ----
-thread 'a_spec_that_fails' panicked at tests/x.rs:3:5:
-expected 201, got 500
-
-failures:
-    a_spec_that_fails
-
-test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s
-";
+    /// As cargo-nextest 0.9 writes it.
+    const NEXTEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="gateway" tests="3" failures="1" errors="0" uuid="0e9d" timestamp="2026-12-01T12:00:00.000+00:00" time="9.314">
+    <testsuite name="remedy-e2e::gateway" tests="3" disabled="1" errors="0" failures="1">
+        <testcase name="webhook::an_alert_creates_a_request" classname="remedy-e2e::gateway" timestamp="2026-12-01T12:00:00.100+00:00" time="1.250">
+        </testcase>
+        <testcase name="webhook::a_duplicate_raises_the_count" classname="remedy-e2e::gateway" timestamp="2026-12-01T12:00:00.200+00:00" time="9.031">
+            <failure type="test failure with exit code 101">thread panicked at tests/gateway.rs:3:5: expected 202, got 200</failure>
+        </testcase>
+        <testcase name="a_spec_for_later" classname="remedy-e2e::gateway">
+            <skipped/>
+        </testcase>
+    </testsuite>
+</testsuites>
+"#;
 
     #[test]
-    fn counts_and_renders_every_spec() {
-        let (report, counts) = from_libtest(OUTPUT, "gateway");
+    fn every_spec_with_its_outcome_and_time() {
+        let specs = parse(NEXTEST).unwrap();
+        let outcomes: Vec<(&str, SpecOutcome, Option<Duration>)> =
+            specs.iter().map(|s| (s.name.as_str(), s.outcome, s.time)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("webhook::an_alert_creates_a_request", SpecOutcome::Passed, Some(Duration::from_millis(1250))),
+                ("webhook::a_duplicate_raises_the_count", SpecOutcome::Failed, Some(Duration::from_millis(9031))),
+                ("a_spec_for_later", SpecOutcome::Ignored, None),
+            ]
+        );
+        let dir = camino::Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap());
+        let (from, to) = (
+            dir.join(format!("nextest-{}.xml", std::process::id())),
+            dir.join(format!("junit-{}.xml", std::process::id())),
+        );
+        std::fs::write(&from, NEXTEST).unwrap();
+        let (counts, _) = read(&from, &to).unwrap();
         assert_eq!(counts, Counts { passed: 1, failed: 1, ignored: 1 });
-        let xml = report.to_string().unwrap();
-        let doc = roxmltree::Document::parse(&xml).unwrap();
-        let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
-        assert_eq!(cases.len(), 3);
-        let failed = cases.iter().find(|c| c.attribute("name") == Some("a_spec_that_fails")).unwrap();
-        let failure = failed.children().find(|n| n.has_tag_name("failure")).expect("a failure element");
-        assert!(failure.text().unwrap_or_default().contains("expected 201, got 500"), "{xml}");
-        assert!(cases.iter().any(|c| c.children().any(|n| n.has_tag_name("skipped"))));
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), NEXTEST);
+        let _ = (std::fs::remove_file(from), std::fs::remove_file(to));
+        assert!(parse("<testsuites").is_err());
     }
 }

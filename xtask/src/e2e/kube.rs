@@ -128,9 +128,19 @@ pub fn parse(path: &Utf8Path, text: &str) -> anyhow::Result<Vec<DynamicObject>> 
     Ok(docs)
 }
 
+/// The label on everything a run makes outside its namespace (and on its namespaces), so
+/// teardown finds it.
+const RUN_LABEL: &str = "remedy.dev/run-id";
+
 /// Server-side applies every object, Namespaces and CRDs first, namespaced ones into `ns`.
-/// Returns one line per object for the task log.
-pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -> anyhow::Result<Vec<String>> {
+/// Cluster-wide objects but Namespaces and CRDs (which runs share) are labelled with the run id,
+/// as teardown deletes them by it. Returns one line per object for the task log.
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    run_id: &str,
+    mut objects: Vec<DynamicObject>,
+) -> anyhow::Result<Vec<String>> {
     let discovery = Discovery::new(client.clone()).run().await.explain(|| "API discovery failed".to_owned())?;
     let rank = |o: &DynamicObject| match o.types.as_ref().map(|t| t.kind.as_str()) {
         Some("Namespace") => 0,
@@ -140,7 +150,7 @@ pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -
     objects.sort_by_key(rank);
     let params = PatchParams::apply(MANAGER).force();
     let mut applied = Vec::new();
-    for obj in objects {
+    for mut obj in objects {
         let types = obj.types.clone().expect("parse checked apiVersion/kind");
         let gvk = GroupVersionKind::try_from(&types)?;
         let name = obj.name_any();
@@ -151,12 +161,51 @@ pub async fn apply(client: &Client, ns: &str, mut objects: Vec<DynamicObject>) -
             Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
+        if caps.scope == Scope::Cluster && !shared_kind(&types.kind) {
+            obj.labels_mut().insert(RUN_LABEL.to_owned(), run_id.to_owned());
+        }
         api.patch(&name, &params, &Patch::Apply(&obj))
             .await
             .explain(|| format!("server-side apply of {}/{name} failed", types.kind))?;
         applied.push(format!("applied {}/{name}", types.kind));
     }
     Ok(applied)
+}
+
+/// Cluster-wide kinds every run shares rather than makes: never labelled, never deleted.
+fn shared_kind(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "CustomResourceDefinition")
+}
+
+/// Deletes the cluster-wide objects labelled with the run id (its ClusterRoles and bindings,
+/// say); Namespaces go with `delete_namespaces`. Returns them as `kind/name`.
+pub async fn delete_cluster_objects(client: &Client, run_id: &str) -> anyhow::Result<Vec<String>> {
+    let discovery = Discovery::new(client.clone()).run().await.explain(|| "API discovery failed".to_owned())?;
+    let selector = ListParams::default().labels(&format!("{RUN_LABEL}={run_id}"));
+    let mut deleted = Vec::new();
+    for group in discovery.groups() {
+        for (resource, caps) in group.recommended_resources() {
+            let listable = caps.supports_operation(kube::discovery::verbs::LIST)
+                && caps.supports_operation(kube::discovery::verbs::DELETE);
+            if caps.scope != Scope::Cluster || !listable || shared_kind(&resource.kind) {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let list = api.list(&selector).await.explain(|| format!("cannot list {}", resource.plural))?;
+            for obj in list.items {
+                let name = obj.name_any();
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    result => {
+                        result.explain(|| format!("cannot delete {}/{name}", resource.kind))?;
+                    }
+                }
+                deleted.push(format!("{}/{name}", resource.kind));
+            }
+        }
+    }
+    deleted.sort();
+    Ok(deleted)
 }
 
 /// Creates the run's namespace, labelled with the run id.

@@ -21,7 +21,7 @@ use crate::envs::{self, Settings, ids};
 use crate::flags::{self, Selection};
 use crate::phases::history::History;
 use crate::phases::progress;
-use crate::phases::report::Report;
+use crate::phases::report::{Report, SpecResult};
 use crate::phases::{self, Executor, Plan, RunRecord, Schedule, Status};
 use executor::{RealExecutor, Target};
 
@@ -156,19 +156,21 @@ async fn execute_and_report(
     let schedule = Schedule::new(settings.strategy, settings.jobs);
     let (plan, record) = execute(plan, RealExecutor::new(target), schedule, &settings.run_dir).await?;
     learn(&learned, past, &plan, &record);
-    let report = Report::new(&service, format!("{service} end-to-end"), &settings.run_id, &plan, &record);
+    let (line, ran, specs) =
+        specs_results(&settings.run_dir, &plan, &record).map_or((None, None, Vec::new()), |(l, r, s)| (Some(l), r, s));
+    let report =
+        Report::new(&service, format!("{service} end-to-end"), &settings.run_id, &plan, &record).with_specs(specs);
     report.write(&settings.run_dir)?;
-    let specs = specs_results(&settings.run_dir, &plan, &record, &service);
     eprint!("{}", report.terminal());
     if let Some(kept) = settings.cluster.backend().kept(settings.engine, &settings.namespace) {
         eprintln!("  {kept}");
     }
-    if let Some((line, _)) = &specs {
+    if let Some(line) = &line {
         eprintln!("  {line}");
     }
     eprintln!("  report: {}", settings.run_dir.join("report.md"));
     let torn_down = torn_down(&plan, &record);
-    Ok((verdict(settings, &record, specs.and_then(|(_, ran)| ran)), torn_down))
+    Ok((verdict(settings, &record, ran), torn_down))
 }
 
 /// Whether every teardown task did its part (succeeded, or had nothing to do).
@@ -188,7 +190,7 @@ fn verdict(settings: &Settings, record: &RunRecord, specs_ran: Option<usize>) ->
     }
     if settings.require_specs && specs_ran == Some(0) {
         bail!(
-            "no {service} spec matched `{}`: list them with `cargo test -p remedy-e2e --test {service} -- --list`",
+            "no {service} spec matched `{}`: list them with `cargo nextest list -p remedy-e2e --test {service}`",
             settings.spec_args.join(" ")
         );
     }
@@ -226,21 +228,26 @@ async fn execute<E: Executor>(
     Ok((plan, record))
 }
 
-/// When the specs ran: a line with their counts, and how many ran; their JUnit XML goes to
-/// the report directory.
-fn specs_results(run_dir: &Utf8Path, plan: &Plan, record: &RunRecord, suite: &str) -> Option<(String, Option<usize>)> {
+/// When the specs ran: a line with their counts, how many ran, and each spec; nextest's JUnit
+/// report goes to the report directory as `junit.xml`.
+fn specs_results(
+    run_dir: &Utf8Path,
+    plan: &Plan,
+    record: &RunRecord,
+) -> Option<(String, Option<usize>, Vec<SpecResult>)> {
     let specs = plan.tasks().iter().position(|t| t.id == ids::SPECS)?;
     record.tasks[specs].start?;
     if record.tasks[specs].status == Status::Cached {
-        return Some(("specs: skipped, unchanged since they last passed against this environment".to_owned(), None));
+        let line = "specs: skipped, unchanged since they last passed against this environment".to_owned();
+        return Some((line, None, Vec::new()));
     }
-    let log = run_dir.join("logs").join(format!("{}.log", ids::SPECS));
     let junit = run_dir.join("junit.xml");
-    Some(match junit::write(&log, &junit, suite) {
-        Ok(c) => (
+    Some(match junit::read(&envs::nextest_junit(run_dir), &junit) {
+        Ok((c, specs)) => (
             format!("specs: {} passed, {} failed, {} ignored ({junit})", c.passed, c.failed, c.ignored),
             Some(c.total()),
+            specs,
         ),
-        Err(err) => (format!("specs: no results ({err:#})"), None),
+        Err(err) => (format!("specs: no results ({err:#})"), None, Vec::new()),
     })
 }

@@ -10,21 +10,26 @@ use xshell::{Shell, cmd};
 use crate::backends::Backend;
 use crate::builders::Engine;
 use crate::catalog::Exposed;
-use crate::phases::Plan;
+use crate::phases::{Command, Plan};
 
 /// Before `plan` runs on `backend` with `engine`; `exposed` are the host ports it will use.
 pub fn check(plan: &Plan, engine: Engine, backend: &dyn Backend, exposed: &[Exposed]) -> anyhow::Result<()> {
-    let programs: BTreeSet<&str> = plan
-        .tasks()
-        .iter()
-        .flat_map(|t| &t.steps)
-        .filter_map(|step| step.command().map(|cmd| cmd.program.as_str()))
-        .collect();
+    let programs: BTreeSet<&str> =
+        plan.tasks().iter().flat_map(|t| &t.steps).filter_map(|step| step.command().map(needs)).collect();
     for program in &programs {
         which::which(program).map_err(|_| format_err!("`{program}` not found on PATH: {}", install_hint(program)))?;
     }
     engine_answers(engine)?;
     backend.preflight(exposed, engine)
+}
+
+/// The program `cmd` needs on PATH: cargo's external subcommands (`cargo nextest`) are
+/// programs of their own.
+fn needs(cmd: &Command) -> &str {
+    match (cmd.program.as_str(), cmd.args.first().map(String::as_str)) {
+        ("cargo", Some("nextest")) => "cargo-nextest",
+        (program, _) => program,
+    }
 }
 
 fn engine_answers(engine: Engine) -> anyhow::Result<()> {
@@ -51,7 +56,21 @@ fn install_hint(program: &str) -> &'static str {
         "docker" => "install Docker (Debian: apt-get install docker.io) or pass --engine podman",
         "podman" => "install podman (Debian: apt-get install podman) or pass --engine docker",
         "cargo" => "install Rust with rustup",
+        "cargo-nextest" => "cargo install cargo-nextest --locked (https://nexte.st)",
         "curl" => "install curl (Debian: apt-get install curl)",
         _ => "install it or put it on PATH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_subcommands_need_their_own_program() {
+        assert_eq!(needs(&Command::new("cargo", ["nextest", "run"])), "cargo-nextest");
+        assert_eq!(needs(&Command::new("cargo", ["build", "--locked"])), "cargo");
+        assert_eq!(needs(&Command::new("kind", ["create", "cluster"])), "kind");
+        assert!(install_hint("cargo-nextest").starts_with("cargo install cargo-nextest"));
     }
 }

@@ -6,7 +6,7 @@
 mod settings;
 mod sources;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
 pub use settings::{Settings, run_id};
 pub use sources::Manifest;
@@ -291,13 +291,15 @@ impl Env<'_> {
     }
 
     /// The service's E2E suite, once everything it talks to is up.
+    /// The service's E2E suite, once everything it talks to is up, run by cargo-nextest: a
+    /// process per spec, JUnit with each spec's time, slow specs named.
     fn specs(&mut self, suite: &str, deps: &[&str]) {
         let s = self.settings;
         let inputs = sources::suite(suite);
         let suite_args = ["--locked", "--package", "remedy-e2e", "--test", suite];
         // Compiled while the environment comes up, so the specs task only runs them. After the
         // builder's cargo, if it runs one here: cargo builds one thing at a time anyway.
-        let mut build = vec!["test", "--no-run"];
+        let mut build = vec!["nextest", "run", "--no-run"];
         build.extend(suite_args);
         let cargo: Vec<&str> = s.builder.get().host_cargo().into_iter().collect();
         self.add(
@@ -308,11 +310,16 @@ impl Env<'_> {
                 .inputs(inputs.iter().cloned())
                 .run(Command::new("cargo", build)),
         );
-        let mut run = vec!["test"];
+        let config = s.run_dir.join("nextest.toml");
+        let mut run = vec!["nextest", "run", "--config-file", config.as_str(), "--profile", NEXTEST_PROFILE];
+        // Whether a filter matched anything is the xtask's to say, from the JUnit report.
+        run.push("--no-tests=pass");
         run.extend(suite_args);
-        if !s.spec_args.is_empty() {
+        let (options, filters) = nextest_args(&s.spec_args);
+        run.extend(options.iter().map(String::as_str));
+        if !filters.is_empty() {
             run.push("--");
-            run.extend(s.spec_args.iter().map(String::as_str));
+            run.extend(filters.iter().map(String::as_str));
         }
         let mut cmd = Command::new("cargo", run)
             .env("REMEDY_E2E_KUBECONFIG", self.backend.kubeconfig().as_str())
@@ -327,6 +334,7 @@ impl Env<'_> {
             .stage(stage::SPECS)
             .estimate(10)
             .inputs(inputs.iter().cloned());
+        let configured = Step::Write { path: config.clone(), text: nextest_config(&s.run_dir, suite) };
         // A filtered run says nothing about the whole suite: it neither skips nor stamps.
         task = if s.skip_unchanged_tests && s.spec_args.is_empty() {
             // The inputs: what is deployed (each image's content hash, the manifests, the
@@ -337,9 +345,10 @@ impl Env<'_> {
             let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
             let files: Vec<&str> = inputs.iter().chain(&self.applied).map(|p| p.as_str()).collect();
             let stamp = format!("target/e2e/{suite}/specs-passed");
-            task.tag("SPECS_INPUTS", &files, &strings).unless_stamped(stamp, "${SPECS_INPUTS}", vec![Step::Run(cmd)])
+            let steps = vec![configured, Step::Run(cmd)];
+            task.tag("SPECS_INPUTS", &files, &strings).unless_stamped(stamp, "${SPECS_INPUTS}", steps)
         } else {
-            task.run(cmd)
+            task.step(configured).run(cmd)
         };
         self.add(task);
     }
@@ -360,6 +369,48 @@ impl Env<'_> {
             self.add(Task::teardown("prune-images", Kind::Process, When::Succeeded).step(prune));
         }
     }
+}
+
+/// The nextest profile the specs run with.
+pub const NEXTEST_PROFILE: &str = "e2e";
+
+/// Where nextest writes the JUnit report of the specs run with `run_dir`.
+pub fn nextest_junit(run_dir: &Utf8Path) -> Utf8PathBuf {
+    run_dir.join("nextest").join(NEXTEST_PROFILE).join("junit.xml")
+}
+
+/// The run's nextest configuration: its files in the run's directory, and how the specs run.
+fn nextest_config(run_dir: &Utf8Path, suite: &str) -> String {
+    format!(
+        "# Written by `cargo xtask e2e` for this run.\n\
+         [store]\ndir = \"{}\"\n\n\
+         [profile.{NEXTEST_PROFILE}]\n\
+         # The specs wait on the cluster, not on the CPU.\ntest-threads = 8\n\
+         fail-fast = false\n\
+         # A flaky spec is a failing one: no retries.\nretries = 0\n\
+         slow-timeout = {{ period = \"30s\" }}\n\
+         final-status-level = \"slow\"\n\n\
+         [profile.{NEXTEST_PROFILE}.junit]\npath = \"junit.xml\"\nreport-name = \"{suite}\"\nstore-failure-output = true\n",
+        run_dir.join("nextest")
+    )
+}
+
+/// The arguments given after `--` split into nextest's options (`--test-threads N`) and what
+/// goes after its own `--` (name filters, `--skip NAME`, `--exact`, `--ignored`).
+fn nextest_args(spec_args: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut options, mut filters) = (Vec::new(), Vec::new());
+    let mut args = spec_args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--test-threads" {
+            options.push(arg.clone());
+            options.extend(args.next().cloned());
+        } else if let Some(n) = arg.strip_prefix("--test-threads=") {
+            options.extend(["--test-threads".to_owned(), n.to_owned()]);
+        } else {
+            filters.push(arg.clone());
+        }
+    }
+    (options, filters)
 }
 
 #[cfg(test)]

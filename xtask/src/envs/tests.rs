@@ -1,6 +1,6 @@
 //! The environments' plans: their edges, their steps on each backend, teardown.
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use super::*;
 use crate::backends::{Cluster, ExistingCluster, KindCluster, Lifecycle, Registry};
@@ -176,11 +176,16 @@ fn an_image_the_kind_node_has_is_not_loaded_again() {
 #[test]
 fn unchanged_specs_are_skipped_only_when_asked_and_per_environment() {
     let steps = |s: &Settings| task(&plan_of("gateway", s), ids::SPECS).steps.clone();
-    assert!(matches!(steps(&kind())[..], [Step::Run(_)]));
+    assert!(matches!(steps(&kind())[..], [Step::Write { .. }, Step::Run(_)]));
     let mut s = kind();
     s.skip_unchanged_tests = true;
-    let [Step::Tag { var, strings, files }, Step::SkipIfStamped { .. }, Step::Run(_), Step::Stamp { .. }] =
-        &steps(&s)[..]
+    let [
+        Step::Tag { var, strings, files },
+        Step::SkipIfStamped { .. },
+        Step::Write { .. },
+        Step::Run(_),
+        Step::Stamp { .. },
+    ] = &steps(&s)[..]
     else {
         panic!("{:?}", steps(&s));
     };
@@ -207,11 +212,20 @@ fn spec_args_go_to_the_harness_and_a_filtered_run_never_skips_nor_stamps() {
     s.spec_args = vec!["dedup".into(), "--skip".into(), "restart".into()];
     let plan = plan_of("gateway", &s);
     let steps = &task(&plan, ids::SPECS).steps;
-    let [Step::Run(cmd)] = &steps[..] else { panic!("{steps:?}") };
+    let [Step::Write { text, .. }, Step::Run(cmd)] = &steps[..] else { panic!("{steps:?}") };
     assert!(
-        cmd.to_string().ends_with("cargo test --locked --package remedy-e2e --test gateway -- dedup --skip restart"),
+        cmd.to_string().ends_with(
+            "cargo nextest run --config-file target/e2e/x/r1/nextest.toml --profile e2e --no-tests=pass --locked \
+             --package remedy-e2e --test gateway -- dedup --skip restart"
+        ),
         "{cmd}"
     );
+    assert!(text.contains("dir = \"target/e2e/x/r1/nextest\"") && text.contains("report-name = \"gateway\""), "{text}");
+    // libtest's thread count is nextest's option.
+    let args: Vec<String> = ["--test-threads", "2", "dedup", "--test-threads=3"].map(String::from).to_vec();
+    let (options, filters) = nextest_args(&args);
+    assert_eq!(options, ["--test-threads", "2", "--test-threads", "3"]);
+    assert_eq!(filters, ["dedup"]);
 }
 
 #[test]
@@ -424,7 +438,9 @@ fn inputs_are_what_the_environment_is_made_from() {
     ] {
         assert!(inputs.contains(&input.into()), "{input} in {inputs:?}");
     }
-    let manifests = crate::project_root().join("test/manifests");
+    let root = crate::project_root();
+    let manifests = root.join("test/manifests");
     assert!(inputs.contains(&manifests.join("postgresql.yaml")) && !inputs.contains(&manifests.join("redis.yaml")));
-    assert!(!inputs.iter().any(|i| i.as_str().contains("gateway")), "{inputs:?}");
+    let relative: Vec<&Utf8Path> = inputs.iter().map(|i| i.strip_prefix(root).unwrap_or(i)).collect();
+    assert!(!relative.iter().any(|i| i.as_str().contains("gateway")), "{relative:?}");
 }

@@ -194,8 +194,8 @@ pub enum KubeOp {
     Expose { service: String, port: String, node_port: Option<u16>, url: Option<String>, var: String },
     /// Save the namespace's events, pod states and container logs into `dir`.
     Diagnostics { dir: Utf8PathBuf },
-    /// Delete the run's namespace and every namespace labelled with the run id, and wait until
-    /// they are gone.
+    /// Delete the cluster-wide objects and namespaces labelled with the run id and the run's
+    /// namespace, and wait until the namespaces are gone.
     DeleteNamespaces { timeout: Duration },
 }
 
@@ -234,8 +234,8 @@ impl fmt::Display for KubeOp {
             KubeOp::Diagnostics { dir } => write!(f, "save the namespace's events, pod states and logs to {dir}"),
             KubeOp::DeleteNamespaces { timeout } => write!(
                 f,
-                "delete the namespace and the namespaces labelled with the run id, waiting until they are gone \
-                 (timeout {}s)",
+                "delete the namespace, and the namespaces and cluster-wide objects labelled with the run id, \
+                 waiting until the namespaces are gone (timeout {}s)",
                 timeout.as_secs()
             ),
         }

@@ -19,6 +19,26 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Two events closer than this are taken as one causing the other.
 const RELEASE_SLACK: Duration = Duration::from_millis(20);
 
+/// How a spec (a test the run's tests task ran) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecOutcome {
+    Passed,
+    Failed,
+    Ignored,
+}
+
+/// One spec's result, from the test runner's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecResult {
+    pub name: String,
+    pub outcome: SpecOutcome,
+    pub time: Option<Duration>,
+}
+
+/// How many of the slowest specs the terminal summary names.
+const SLOWEST: usize = 3;
+
 /// A run and what can be derived from it.
 pub struct Report<'a> {
     /// The service whose environment ran (`all` for `e2e all`).
@@ -29,6 +49,8 @@ pub struct Report<'a> {
     pub run: &'a RunRecord,
     /// The chain of tasks that set the end time, first to last.
     pub critical: Vec<usize>,
+    /// Its specs, failures first, then the slowest first.
+    pub specs: Vec<SpecResult>,
 }
 
 pub struct PhaseRow {
@@ -49,7 +71,22 @@ impl<'a> Report<'a> {
         run: &'a RunRecord,
     ) -> Report<'a> {
         let critical = critical_path(plan, run);
-        Report { service: service.into(), title: title.into(), run_id: run_id.into(), plan, run, critical }
+        Report {
+            service: service.into(),
+            title: title.into(),
+            run_id: run_id.into(),
+            plan,
+            run,
+            critical,
+            specs: Vec::new(),
+        }
+    }
+
+    /// With the specs' results.
+    pub fn with_specs(mut self, mut specs: Vec<SpecResult>) -> Report<'a> {
+        specs.sort_by_key(|s| (s.outcome != SpecOutcome::Failed, std::cmp::Reverse(s.time), s.name.clone()));
+        self.specs = specs;
+        self
     }
 
     /// The tasks that took much longer than past runs say they usually do (half again, and a
@@ -177,6 +214,16 @@ impl<'a> Report<'a> {
         if !slow.is_empty() {
             let _ = writeln!(out, "  slower than usual: {}", slow.join("; "));
         }
+        let mut slowest: Vec<&SpecResult> = self.specs.iter().filter(|s| s.time.is_some()).collect();
+        slowest.sort_by_key(|s| std::cmp::Reverse(s.time));
+        if !slowest.is_empty() {
+            let named: Vec<String> = slowest
+                .iter()
+                .take(SLOWEST)
+                .map(|s| format!("{} {}", s.name, s.time.map(human).unwrap_or_default()))
+                .collect();
+            let _ = writeln!(out, "  slowest specs: {}", named.join(", "));
+        }
         for note in self.teardown_notes() {
             let _ = writeln!(out, "  {note}");
         }
@@ -254,6 +301,7 @@ impl<'a> Report<'a> {
             "critical_path_s": secs(Some(self.critical_length())),
             "phases": phases,
             "tasks": tasks,
+            "specs": self.specs.iter().map(|s| json!({"name": s.name, "outcome": s.outcome, "time_s": secs(s.time)})).collect::<Vec<_>>(),
         })
     }
 
@@ -312,6 +360,16 @@ impl<'a> Report<'a> {
         for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
             if let Some(error) = &record.error {
                 let _ = writeln!(out, "\n## {} failed\n\n{error}\n\n```\n{}\n```", task.id, record.log_tail.join("\n"));
+            }
+        }
+        if !self.specs.is_empty() {
+            let _ = writeln!(out, "\n## Specs\n\n| spec | outcome | time |\n|---|---|---:|");
+            for spec in &self.specs {
+                let outcome = serde_json::to_value(spec.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "| {} | {outcome} | {} |", spec.name, spec.time.map(human).unwrap_or_default());
             }
         }
         out
