@@ -60,45 +60,56 @@ pub fn apiserver_ready(client: kube::Client) -> ReadyCheck {
     })
 }
 
-/// Serves `router` on `addr` until SIGTERM or Ctrl-C.
-pub async fn serve(addr: SocketAddr, router: Router) -> anyhow::Result<()> {
+/// Serves `router` on `addr` until `shutdown` resolves, then finishes the requests under way.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("serving HTTP")
 }
 
-/// Serves the health endpoints with `ready` in the background; exits the process if the
-/// listener cannot be bound (the pod must not run without probes answering).
+/// Serves the health endpoints with `ready` in the background, for as long as the process
+/// runs; exits the process if the listener cannot be bound (the pod must not run without
+/// probes answering).
 pub fn spawn_health(addr: SocketAddr, ready: ReadyCheck) {
     tokio::spawn(async move {
-        if let Err(e) = serve(addr, health_router(ready)).await {
+        if let Err(e) = serve(addr, health_router(ready), std::future::pending()).await {
             tracing::error!(error = %format!("{e:#}"), "health server failed");
             std::process::exit(1);
         }
     });
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+/// SIGTERM or SIGINT, with both handlers installed when made: a service runs as PID 1 of its
+/// container, where a signal that arrives before a handler exists is ignored (the kernel
+/// applies no default action to a namespace's init) and the pod is killed only at the end of
+/// its grace period. Make it first thing in `main`.
+pub struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers; needs a tokio runtime.
+    pub fn install() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    tracing::info!("shutting down");
+
+    /// Resolves on the first SIGTERM or SIGINT since [`Shutdown::install`].
+    pub async fn requested(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+        tracing::info!("shutting down");
+    }
 }
 
 /// Error of a reconcile pass; the controller logs it and requeues.
@@ -162,6 +173,8 @@ where
 /// What every controller starts from: its health endpoints serving, a Kubernetes client, the
 /// audit client (`DATASTORAGE_URL`) and the namespace it watches (`WATCH_NAMESPACE`).
 pub struct ControllerSetup {
+    /// SIGTERM or SIGINT, installed before anything else.
+    pub shutdown: Shutdown,
     /// Kubernetes client.
     pub client: kube::Client,
     /// Datastorage audit client.
@@ -174,6 +187,7 @@ impl ControllerSetup {
     /// Logging, `LISTEN_ADDR`'s health endpoints (ready when the API server answers), the
     /// clients and the watched namespace, logged.
     pub async fn from_env() -> anyhow::Result<ControllerSetup> {
+        let shutdown = Shutdown::install()?;
         init_tracing();
         let addr = listen_addr()?;
         let client = kube::Client::try_default().await.context("Kubernetes client")?;
@@ -181,7 +195,7 @@ impl ControllerSetup {
         spawn_health(addr, apiserver_ready(client.clone()));
         let namespace = watch_namespace();
         tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "watching");
-        Ok(ControllerSetup { client, audit, namespace })
+        Ok(ControllerSetup { shutdown, client, audit, namespace })
     }
 
     /// An API for `K` in the watched namespace (or all).
@@ -194,10 +208,11 @@ impl ControllerSetup {
     }
 }
 
-/// Runs `controller` until SIGTERM or Ctrl-C; a failed pass is retried after
+/// Runs `controller` until `shutdown` is requested; a failed pass is retried after
 /// [`RETRY_SECONDS`] ([`retry_after_error`]).
 pub async fn run_controller<K, C, Fut>(
     controller: kube::runtime::Controller<K>,
+    shutdown: Shutdown,
     reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
     ctx: Arc<C>,
 ) where
@@ -208,7 +223,7 @@ pub async fn run_controller<K, C, Fut>(
 {
     use futures::StreamExt;
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, retry_after_error, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

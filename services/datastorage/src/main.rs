@@ -25,6 +25,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let shutdown = runtime::Shutdown::install()?;
     runtime::init_tracing();
     let cli = Cli::parse();
     let opts = config::database_from_env()?;
@@ -33,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
             let addr = runtime::listen_addr()?;
             tracing::info!(database = %config::describe(&opts), "starting datastorage");
             let pool = db::lazy_pool(opts);
-            runtime::serve(addr, http::router(pool, config::max_body_bytes()?)).await
+            runtime::serve(addr, http::router(pool, config::max_body_bytes()?), shutdown.requested()).await
         }
         Command::Migrate => {
             let timeout = Duration::from_secs(runtime::env_parse("MIGRATE_TIMEOUT_SECONDS", 120u64)?);

@@ -30,10 +30,7 @@ use tokio::sync::{Notify, watch};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // First of all: as PID 1 of its container the gateway would ignore a SIGTERM that arrives
-    // before a handler exists (the kernel applies no default action to a namespace's init), and
-    // be killed only at the end of the grace period.
-    let terminated = shutdown_signal()?;
+    let terminated = runtime::Shutdown::install()?;
     runtime::init_tracing();
     let config = Config::from_env()?;
     let redis = RedisStore::new(&config.redis_url, &config.redis_prefix)?;
@@ -101,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let stop_accepting = {
         let (delay, stopped_accepting) = (config.shutdown_delay, stopped_accepting.clone());
         async move {
-            terminated.await;
+            terminated.requested().await;
             tracing::info!("shutting down");
             shutting_down.store(true, Ordering::SeqCst);
             tracing::info!(?delay, "not ready; serving on while endpoints forget this pod");
@@ -132,18 +129,4 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(left, "audit events left in the outbox for the next gateway; exiting");
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C; the handlers are installed when this is called, not when the
-/// future is first polled.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
 }

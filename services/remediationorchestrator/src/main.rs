@@ -36,6 +36,6 @@ async fn main() -> anyhow::Result<()> {
         .owns(setup.api::<SignalProcessing>(), watcher::Config::default())
         .owns(setup.api::<WorkflowExecution>(), watcher::Config::default());
     let ctx = Arc::new(reconcile::Context { client: setup.client, audit: setup.audit, default_workflow });
-    run_controller(controller, reconcile::reconcile, ctx).await;
+    run_controller(controller, setup.shutdown, reconcile::reconcile, ctx).await;
     Ok(())
 }

@@ -19,6 +19,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("starting signalprocessing controller");
     let controller = Controller::new(setup.api::<SignalProcessing>(), watcher::Config::default());
     let ctx = Arc::new(reconcile::Context { client: setup.client, audit: setup.audit });
-    run_controller(controller, reconcile::reconcile, ctx).await;
+    run_controller(controller, setup.shutdown, reconcile::reconcile, ctx).await;
     Ok(())
 }

@@ -22,6 +22,6 @@ async fn main() -> anyhow::Result<()> {
     let controller =
         Controller::new(setup.api::<WorkflowExecution>(), watcher::Config::default()).owns(setup.api::<Job>(), jobs);
     let ctx = Arc::new(reconcile::Context { client: setup.client, audit: setup.audit });
-    run_controller(controller, reconcile::reconcile, ctx).await;
+    run_controller(controller, setup.shutdown, reconcile::reconcile, ctx).await;
     Ok(())
 }
