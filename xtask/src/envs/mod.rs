@@ -290,7 +290,6 @@ impl Env<'_> {
         self.deployment(ids::DATASTORAGE, Phase::Services, stage::DATASTORAGE, &[ids::MIGRATIONS], 10)
     }
 
-    /// The service's E2E suite, once everything it talks to is up.
     /// The service's E2E suite, once everything it talks to is up, run by cargo-nextest: a
     /// process per spec, JUnit with each spec's time, slow specs named.
     fn specs(&mut self, suite: &str, deps: &[&str]) {
