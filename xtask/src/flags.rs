@@ -202,6 +202,7 @@ Examples:
                                                   keep the cluster for a later --reuse-cluster run
   cargo xtask e2e gateway --reuse-cluster -- dedup --skip restart
                                                   only the specs named *dedup*, but not *restart*
+  cargo xtask e2e gateway --watch -- dedup        edit, save, see: rebuild, redeploy and re-run what a change affects
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml
                                                   deploy into a fresh namespace of an existing cluster
   cargo xtask e2e datastorage --cluster existing --kubeconfig ~/.kube/ci.yaml --registry localhost:5000
@@ -225,6 +226,12 @@ pub struct E2e {
     /// Print the task graph, the commands each task runs and the critical path; run nothing.
     #[arg(long)]
     pub plan: bool,
+
+    /// Bring the environment up and run the specs, then on every change to what it is made
+    /// from (sources, Dockerfiles, manifests, specs) run again only what the change affects,
+    /// until Ctrl-C tears it down (unless --keep-cluster / --reuse-cluster).
+    #[arg(long, conflicts_with = "plan")]
+    pub watch: bool,
 
     /// How tasks are scheduled: as soon as their dependencies finish, phase by phase behind
     /// barriers, or one at a time.

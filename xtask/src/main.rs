@@ -22,6 +22,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
+    let _ = ROOT.set(runtime_root());
     forget_cargo_run_env();
     let flags = match flags::Xtask::try_parse() {
         Ok(flags) => flags,
@@ -61,9 +62,28 @@ fn forget_cargo_run_env() {
     }
 }
 
+static ROOT: std::sync::OnceLock<camino::Utf8PathBuf> = std::sync::OnceLock::new();
+
 /// The workspace root, from which every relative path is read.
 pub fn project_root() -> &'static camino::Utf8Path {
+    ROOT.get_or_init(|| built_in().to_owned())
+}
+
+/// The workspace this xtask was built in.
+fn built_in() -> &'static camino::Utf8Path {
     camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root")
+}
+
+/// As rust-analyzer's xtask does: the workspace `CARGO_MANIFEST_DIR` names at run time (`cargo
+/// xtask` sets it; a test points it at a throwaway copy of the workspace), else the one the
+/// xtask was built in.
+fn runtime_root() -> camino::Utf8PathBuf {
+    std::env::var("CARGO_MANIFEST_DIR")
+        .ok()
+        .map(camino::Utf8PathBuf::from)
+        .filter(|dir| dir.ends_with("xtask") && dir.join("Cargo.toml").is_file())
+        .and_then(|dir| dir.parent().map(camino::Utf8Path::to_owned))
+        .unwrap_or_else(|| built_in().to_owned())
 }
 
 /// Help and version go to stdout with exit 0; a usage error is one line on stderr and exit 2.

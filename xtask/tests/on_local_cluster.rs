@@ -1032,3 +1032,175 @@ fn on_local_cluster_teardown_deletes_what_the_run_made_outside_its_namespace() {
     );
     assert_clean(&run, "signalprocessing");
 }
+
+/// Writes a file's original text back when dropped.
+struct Restore(PathBuf, String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, &self.1);
+    }
+}
+
+/// A copy of the workspace (tracked and untracked files, not `target`) that the watch test can
+/// edit, kept under the cache so that its own `target` stays warm between runs; only files that
+/// differ are written, so cargo rebuilds only what changed since the last copy.
+fn workspace_copy() -> PathBuf {
+    let cache = std::env::var("REMEDY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/remedy"));
+    let copy = cache.join("watch-test-workspace");
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    for file in String::from_utf8(out.stdout).unwrap().split('\0').filter(|f| !f.is_empty()) {
+        let Ok(text) = std::fs::read(root().join(file)) else { continue };
+        let dest = copy.join(file);
+        if std::fs::read(&dest).ok().as_ref() != Some(&text) {
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(&dest, text).unwrap();
+        }
+    }
+    copy
+}
+
+/// A running `e2e --watch` session and its stderr lines, as they come. Dropped (a failed
+/// assertion) while it runs, it is interrupted and its teardown awaited, so it leaves nothing.
+struct Session {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Session {
+    fn start(mut cmd: Command) -> Session {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Read to the end even when nobody listens: a closed pipe would kill the xtask.
+                let _ = tx.send(line);
+            }
+        });
+        Session { child, rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line `wanted` accepts; the lines since the last wait, that one included.
+    fn until(&mut self, what: &str, wanted: impl Fn(&str) -> bool, timeout: Duration) -> Vec<String> {
+        let from = self.seen.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let found = wanted(&line);
+                    self.seen.push(line);
+                    if found {
+                        return self.seen[from..].to_vec();
+                    }
+                }
+                Err(_) => panic!("no {what} within {timeout:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The lines up to pass `n`'s verdict, which is the last.
+    fn pass(&mut self, n: usize) -> Vec<String> {
+        let prefix = format!("watch: pass {n} ");
+        let verdict = |l: &str| l.starts_with(&prefix) && !l.starts_with(&format!("{prefix}runs again"));
+        self.until(&format!("verdict of pass {n}"), verdict, Duration::from_secs(600))
+    }
+
+    fn interrupt(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.interrupt();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_watch_reruns_what_an_edit_affects_until_ctrl_c_tears_down() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("watch");
+    let copy = workspace_copy();
+    let main_rs = copy.join("services/datastorage/src/main.rs");
+    let original = std::fs::read_to_string(&main_rs).unwrap();
+    let edited = original.replace("\"starting datastorage\"", "\"starting datastorage, edited by the watch test\"");
+    assert_ne!(edited, original, "the line the test edits is gone from services/datastorage/src/main.rs");
+    let args = on_existing(&["e2e", "datastorage", "--watch", "--", "a_stored_event_is_found_by_its_correlation_id"]);
+    let mut cmd = command(&args, &scratch.0, &cluster_images());
+    // The xtask reads the workspace `CARGO_MANIFEST_DIR` names: the copy, which the test edits.
+    cmd.current_dir(&copy).env("CARGO_MANIFEST_DIR", copy.join("xtask"));
+    let mut session = Session::start(cmd);
+    let waiting = |l: &str| l.starts_with("watch: waiting for a change");
+    let restore = Restore(main_rs.clone(), original.clone());
+
+    let first = session.pass(1);
+    assert!(first.last().unwrap().starts_with("watch: pass 1 ok"), "{}", first.join("\n"));
+    session.until("waiting line", waiting, Duration::from_secs(10));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(scratch.0.join("report.json")).unwrap()).unwrap();
+    let run_id = report["run_id"].as_str().unwrap();
+    let ns = format!("remedy-datastorage-{}", &run_id[run_id.len() - 6..]);
+
+    // One edit: one rebuild, one rollout of the new binary, one run of the specs.
+    std::fs::write(&main_rs, &edited).unwrap();
+    let pass = session.pass(2);
+    let text = pass.join("\n");
+    assert!(pass.last().unwrap().starts_with("watch: pass 2 ok"), "{text}");
+    assert!(pass.iter().any(|l| l == "watch: services/datastorage/src/main.rs changed"), "{text}");
+    for task in ["images/build-binaries", "services/datastorage", "tests/specs"] {
+        let ran = pass.iter().filter(|l| l.trim_start().starts_with("ok") && l.contains(task)).count();
+        assert_eq!(ran, 1, "{task} should run once: {text}");
+    }
+    assert!(!text.contains("infra/postgresql"), "an unaffected task ran again: {text}");
+    // Every pod's (the old one may still be stopping).
+    let logs = kubectl(&["logs", "-n", &ns, "-l", "app.kubernetes.io/name=datastorage", "--tail", "-1"]);
+    assert!(logs.contains("edited by the watch test"), "the new binary is not what runs: {logs}");
+
+    // A broken edit fails its pass and leaves the environment up.
+    std::fs::write(&main_rs, format!("{edited}\ncompile_error!(\"broken by the watch test\");\n")).unwrap();
+    let pass = session.pass(3);
+    let verdict = pass.last().unwrap();
+    assert!(verdict.contains("FAILED") && verdict.contains("images/build-binaries failed"), "{}", pass.join("\n"));
+    assert!(verdict.ends_with("the environment stays up for the next change"), "{verdict}");
+    assert!(namespace_exists(&ns), "a failed pass took the environment down");
+
+    // An edit during a pass cancels it; the next pass takes both.
+    std::fs::write(&main_rs, &edited).unwrap();
+    session.until("pass 4", |l| l.starts_with("watch: pass 4 runs again"), Duration::from_secs(30));
+    std::fs::write(&main_rs, &original).unwrap();
+    let pass = session.pass(4);
+    assert!(pass.last().unwrap().starts_with("watch: pass 4 cancelled after"), "{}", pass.join("\n"));
+    let pass = session.pass(5);
+    assert!(pass.last().unwrap().starts_with("watch: pass 5 ok"), "{}", pass.join("\n"));
+    drop(restore);
+
+    // Ctrl-C tears the environment down.
+    session.until("waiting line", waiting, Duration::from_secs(10));
+    session.interrupt();
+    session.until("the session's end", |l| l.starts_with("watch: 5 passes"), Duration::from_secs(120));
+    let status = session.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", session.seen.join("\n"));
+    assert!(!namespace_exists(&ns), "namespace {ns} outlived the session");
+    let left = processes_mentioning(scratch.0.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

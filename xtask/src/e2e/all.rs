@@ -9,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::bail;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -71,7 +72,12 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     let registration = super::gc::Registration::new(&run_id, &dir, leftovers)?;
     let target =
         Target { kubeconfig: backend.kubeconfig().to_owned(), namespace: String::new(), run_id: run_id.clone() };
-    let (plan, record) = runtime()?.block_on(execute(plan, RealExecutor::new(target), schedule, &dir))?;
+    let (plan, record) = runtime()?.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        super::on_ctrl_c(cancel.clone(), "interrupted: stopping running tasks, then tearing down");
+        let executor = Arc::new(RealExecutor::new(target));
+        execute(plan, executor, schedule, &dir.join("logs"), super::progress::for_stderr().as_mut(), cancel).await
+    })?;
     if super::torn_down(&plan, &record) {
         registration.done();
     }

@@ -39,6 +39,11 @@ impl RealExecutor {
         RealExecutor { target, vars: Mutex::default(), client: OnceCell::new() }
     }
 
+    /// The run variables set so far.
+    pub fn vars(&self) -> HashMap<String, String> {
+        self.vars.lock().unwrap().clone()
+    }
+
     async fn client(&self) -> anyhow::Result<&::kube::Client> {
         self.client.get_or_try_init(|| kube::client(&self.target.kubeconfig)).await
     }
@@ -124,6 +129,11 @@ impl RealExecutor {
             KubeOp::JobComplete { job, timeout } => {
                 kube::job_complete(client, ns, job, *timeout).await?;
                 log_line(log, &format!("job/{job} complete"))?;
+            }
+            KubeOp::DeleteJob { job, timeout } => {
+                if kube::delete_job(client, ns, job, *timeout).await? {
+                    log_line(log, &format!("job/{job} deleted"))?;
+                }
             }
             KubeOp::Expose { service, port, node_port, url, var } => {
                 let allocated = kube::expose(client, ns, service, port, *node_port).await?;

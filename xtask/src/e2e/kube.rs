@@ -363,6 +363,25 @@ pub async fn rollout(
 }
 
 /// Waits for a Job to complete; a failed Job is an error carrying its pods' logs.
+/// Deletes Job `name` and its pods (foreground) if it exists and waits until it is gone;
+/// whether there was one.
+pub async fn delete_job(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let Some(uid) = api.get_opt(name).await.explain(|| format!("cannot read job/{name}"))?.and_then(|j| j.metadata.uid)
+    else {
+        return Ok(false);
+    };
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(true),
+        result => drop(result.explain(|| format!("cannot delete job/{name}"))?),
+    }
+    tokio::time::timeout(timeout, await_condition(api, name, conditions::is_deleted(&uid)))
+        .await
+        .map_err(|_| format_err!("job/{name} still there {}s after its deletion", timeout.as_secs()))?
+        .with_context(|| format!("cannot watch job/{name}"))?;
+    Ok(true)
+}
+
 pub async fn job_complete(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
     let selector = format!("job-name={name}");

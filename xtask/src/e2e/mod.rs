@@ -8,6 +8,7 @@ mod junit;
 mod kube;
 mod preflight;
 mod prune;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,10 +42,16 @@ impl flags::E2e {
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(file) = &self.settings {
-            return run_one(Settings::read(&cwd.join(file))?, false);
+            return run_one(Settings::read(&cwd.join(file))?, Mode::Run);
         }
+        let mode = match (self.plan, self.watch) {
+            (true, _) => Mode::Plan,
+            (false, true) => Mode::Watch,
+            (false, false) => Mode::Run,
+        };
         match self.service.context("a service, `all` or `gc` is required")? {
-            Selection::One(service) => run_one(Settings::resolve(&self, service, &cwd)?, self.plan),
+            Selection::One(service) => run_one(Settings::resolve(&self, service, &cwd)?, mode),
+            Selection::All if mode == Mode::Watch => bail!("--watch takes one service, not `all`"),
             Selection::All => all::run(&self, &cwd),
         }
     }
@@ -79,15 +86,27 @@ fn learn(path: &Utf8Path, mut history: History, plan: &Plan, record: &RunRecord)
     }
 }
 
-/// Plans the run, with the durations past runs took; with `plan_only` prints the plan, else
-/// checks what it needs and runs it.
-fn run_one(settings: Settings, plan_only: bool) -> anyhow::Result<ExitCode> {
+/// What `e2e <service>` does with its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Print it.
+    Plan,
+    /// Run it once, teardown included.
+    Run,
+    /// Bring the environment up, then run again what each change to its inputs makes stale,
+    /// until Ctrl-C tears it down.
+    Watch,
+}
+
+/// Plans the run, with the durations past runs took; then prints the plan, or checks what it
+/// needs and runs it, once or watching.
+fn run_one(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     let service = catalog().get(&settings.service).with_context(|| format!("unknown service {}", settings.service))?;
     let mut plan = envs::plan(service, &settings)?;
     let learned = history_path(&service.name, &settings.cluster.backend().history_key());
     let past = history(&learned);
     plan.expect_from(&past);
-    if plan_only {
+    if mode == Mode::Plan {
         print(&format!(
             "{} end-to-end environment, run {}\n{}",
             service.name,
@@ -101,7 +120,12 @@ fn run_one(settings: Settings, plan_only: bool) -> anyhow::Result<ExitCode> {
     let backend = settings.cluster.backend();
     let leftovers = backend.leftovers(settings.engine, &settings.namespace, &settings.run_id);
     let registration = gc::Registration::new(&settings.run_id, &settings.run_dir, leftovers)?;
-    let (code, torn_down) = runtime()?.block_on(run(&settings, plan, (learned, past)));
+    let (code, torn_down) = runtime()?.block_on(async {
+        match mode {
+            Mode::Watch => watch::run(&settings, plan, (learned, past)).await,
+            Mode::Plan | Mode::Run => run(&settings, plan, (learned, past)).await,
+        }
+    });
     if torn_down {
         registration.done();
     }
@@ -154,7 +178,13 @@ async fn execute_and_report(
         run_id: settings.run_id.clone(),
     };
     let schedule = Schedule::new(settings.strategy, settings.jobs);
-    let (plan, record) = execute(plan, RealExecutor::new(target), schedule, &settings.run_dir).await?;
+    std::fs::create_dir_all(settings.run_dir.join("images"))
+        .with_context(|| format!("cannot create {}", settings.run_dir))?;
+    let cancel = CancellationToken::new();
+    on_ctrl_c(cancel.clone(), "interrupted: stopping running tasks, then tearing down");
+    let logs = settings.run_dir.join("logs");
+    let executor = Arc::new(RealExecutor::new(target));
+    let (plan, record) = execute(plan, executor, schedule, &logs, progress::for_stderr().as_mut(), cancel).await?;
     learn(&learned, past, &plan, &record);
     let (line, ran, specs) =
         specs_results(&settings.run_dir, &plan, &record).map_or((None, None, Vec::new()), |(l, r, s)| (Some(l), r, s));
@@ -197,35 +227,33 @@ fn verdict(settings: &Settings, record: &RunRecord, specs_ran: Option<usize>) ->
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `plan` with its task logs in `<run dir>/logs` (and image builds and archives in
-/// `<run dir>/images`): the first Ctrl-C stops it (teardown still runs), the second exits at
-/// once.
+/// Runs `plan` with its task logs in `logs` until it ends or `cancel` stops it (teardown still
+/// runs).
 async fn execute<E: Executor>(
     plan: Plan,
-    executor: E,
+    executor: Arc<E>,
     schedule: Schedule,
-    run_dir: &Utf8Path,
+    logs: &Utf8Path,
+    progress: &mut dyn progress::Progress,
+    cancel: CancellationToken,
 ) -> anyhow::Result<(Arc<Plan>, RunRecord)> {
-    for dir in ["logs", "images"] {
-        let dir = run_dir.join(dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
-    }
-    let logs = run_dir.join("logs");
-    let cancel = CancellationToken::new();
-    let interrupt = cancel.clone();
+    std::fs::create_dir_all(logs).with_context(|| format!("cannot create {logs}"))?;
+    let plan = Arc::new(plan);
+    let record = phases::run(plan.clone(), executor, schedule, logs, progress, cancel).await;
+    Ok((plan, record))
+}
+
+/// The first Ctrl-C says `what` and cancels `cancel`; the second exits at once.
+fn on_ctrl_c(cancel: CancellationToken, what: &'static str) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping running tasks, then tearing down (Ctrl-C again exits at once)");
-            interrupt.cancel();
+            eprintln!("{what} (Ctrl-C again exits at once)");
+            cancel.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
         }
     });
-    let plan = Arc::new(plan);
-    let mut progress = progress::for_stderr();
-    let record = phases::run(plan.clone(), Arc::new(executor), schedule, &logs, progress.as_mut(), cancel).await;
-    Ok((plan, record))
 }
 
 /// When the specs ran: a line with their counts, how many ran, and each spec; nextest's JUnit

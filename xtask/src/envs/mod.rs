@@ -284,6 +284,7 @@ impl Env<'_> {
                 .stage(stage::DATASTORAGE)
                 .estimate(8)
                 .inputs([manifest.path.clone()])
+                .kube(KubeOp::DeleteJob { job: "datastorage-migrate".into(), timeout })
                 .kube(manifest.apply())
                 .kube(KubeOp::JobComplete { job: "datastorage-migrate".into(), timeout }),
         );

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use anyhow::{bail, format_err};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use super::history::History;
@@ -184,6 +184,9 @@ pub enum KubeOp {
     Rollout { workload: Workload, name: String, timeout: Duration },
     /// Wait until a Job has completed; a failed Job is an error.
     JobComplete { job: String, timeout: Duration },
+    /// Delete a Job and its pods if it exists, and wait until it is gone: a Job's pod template
+    /// cannot change, so one applied again (a `--watch` pass, a new image) must be new.
+    DeleteJob { job: String, timeout: Duration },
     /// Check that the API server answers, and which version it runs.
     ServerVersion,
     /// Wait until the API server answers and every node is Ready.
@@ -216,6 +219,9 @@ impl fmt::Display for KubeOp {
             }
             KubeOp::JobComplete { job, timeout } => {
                 write!(f, "wait for job/{job} to complete (timeout {}s)", timeout.as_secs())
+            }
+            KubeOp::DeleteJob { job, timeout } => {
+                write!(f, "delete job/{job} if it exists, and wait until it is gone (timeout {}s)", timeout.as_secs())
             }
             KubeOp::ServerVersion => write!(f, "check the API server answers (GET /version)"),
             KubeOp::ClusterReady { timeout } => {
@@ -661,6 +667,64 @@ impl Plan {
         inputs.into_iter().cloned().collect()
     }
 
+    /// The tasks before teardown that a change to `changed` (absolute paths) makes stale: each
+    /// with an input (relative to `root`, or absolute) that is or holds a changed path, and
+    /// every task after them.
+    pub fn stale_after(&self, changed: &[Utf8PathBuf], root: &Utf8Path) -> Vec<bool> {
+        let mut stale: Vec<bool> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                !t.is_teardown() && t.inputs.iter().any(|input| changed.iter().any(|c| c.starts_with(root.join(input))))
+            })
+            .collect();
+        for &i in &self.topo {
+            if self.deps[i].iter().any(|&d| stale[d]) && !self.tasks[i].is_teardown() {
+                stale[i] = true;
+            }
+        }
+        stale
+    }
+
+    /// Another pass over the environment this plan brought up, which stays up: the tasks
+    /// `stale` marks run whole, and every task after them; every other task only sets again the
+    /// run variables it set, as `vars` holds them. An error names a variable `vars` lacks.
+    pub fn again(&self, stale: &[bool], vars: &HashMap<String, String>) -> anyhow::Result<Plan> {
+        let mut stale = stale.to_vec();
+        for &i in &self.topo {
+            if self.deps[i].iter().any(|&d| stale[d]) {
+                stale[i] = true;
+            }
+        }
+        self.rebuilt(|i, task| match (task.is_teardown(), stale[i]) {
+            (true, _) => Ok(None),
+            (false, true) => Ok(Some(task.clone())),
+            (false, false) => recalled(task, vars).map(Some),
+        })
+    }
+
+    /// The teardown of the environment this plan brought up, where `up` marks what is up: those
+    /// tasks only set again the run variables they set (`vars`), the others are left out, and
+    /// the teardown tasks follow; those for a successful run only when everything is up.
+    pub fn down(&self, up: &[bool], vars: &HashMap<String, String>) -> anyhow::Result<Plan> {
+        let all_up = self.up().all(|i| up[i]);
+        self.rebuilt(|i, task| match (task.is_teardown(), up[i]) {
+            (true, _) if task.when == When::Succeeded && !all_up => Ok(None),
+            (true, _) => Ok(Some(task.clone())),
+            (false, true) => recalled(task, vars).map(Some),
+            (false, false) => Ok(None),
+        })
+    }
+
+    /// A plan of what `choose` makes of each task; those it leaves out must have no dependent.
+    fn rebuilt(&self, mut choose: impl FnMut(usize, &Task) -> anyhow::Result<Option<Task>>) -> anyhow::Result<Plan> {
+        let mut tasks = Vec::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            tasks.extend(choose(i, task)?);
+        }
+        Plan::new(tasks)
+    }
+
     /// Replaces each task's estimate by what `history` expects of it, where it knows the task.
     pub fn expect_from(&mut self, history: &History) {
         for task in &mut self.tasks {
@@ -851,6 +915,18 @@ fn topological_order(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Result<V
     }
 }
 
+/// `task` as a pass that keeps what it did: it only sets its run variables as `vars` holds
+/// them, at once, with its edges kept.
+fn recalled(task: &Task, vars: &HashMap<String, String>) -> anyhow::Result<Task> {
+    let mut recalled = Task::new(task.id.clone(), task.phase, Kind::Api).stage(task.stage).inputs(task.inputs.clone());
+    recalled.deps.clone_from(&task.deps);
+    for var in task.steps.iter().filter_map(Step::writes) {
+        let value = vars.get(var).ok_or_else(|| format_err!("task `{}` did not set ${{{var}}} before", task.id))?;
+        recalled = recalled.set(var, value.clone());
+    }
+    Ok(recalled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,5 +1097,84 @@ mod tests {
         assert!(at("infra/cluster") < at("---- teardown") && at("---- teardown") < at("teardown/export-logs"));
         assert!(text.contains("teardown/export-logs [process, ~0.0s, when the run failed]"), "{text}");
         assert_eq!(plan.critical_path_estimate().1, Duration::from_secs(100), "teardown is not on the estimate");
+    }
+
+    /// `src` builds `bin`, `image` packs it (reading `${BIN}`), `manifest` and `image` feed
+    /// `deploy`, `specs` run last; then teardown.
+    fn environment() -> Plan {
+        Plan::new(vec![
+            task("bin", &[], 10).inputs(["services/x"]).set("BIN", "hash-1"),
+            task("image", &["bin"], 2).run(Command::new("pack", ["${BIN}"])).set("IMAGE", "x:${BIN}"),
+            task("manifest", &[], 1).inputs(["/m/x.yaml"]),
+            task("deploy", &["image", "manifest"], 3).run(Command::new("apply", ["${IMAGE}"])),
+            task("specs", &["deploy"], 5).inputs(["test/e2e/tests/x.rs"]),
+            Task::teardown("delete", Kind::Process, When::Always).inputs(["services/x"]),
+        ])
+        .unwrap()
+    }
+
+    fn ids(plan: &Plan, marked: &[bool]) -> Vec<String> {
+        plan.tasks().iter().zip(marked).filter(|(_, m)| **m).map(|(t, _)| t.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_change_makes_stale_the_tasks_with_it_as_input_and_every_task_after_them() {
+        let plan = environment();
+        let root = Utf8Path::new("/ws");
+        let stale = |paths: &[&str]| {
+            let paths: Vec<Utf8PathBuf> = paths.iter().map(Utf8PathBuf::from).collect();
+            ids(&plan, &plan.stale_after(&paths, root))
+        };
+        assert_eq!(stale(&["/ws/services/x/src/main.rs"]), ["bin", "image", "deploy", "specs"]);
+        assert_eq!(stale(&["/m/x.yaml"]), ["manifest", "deploy", "specs"]);
+        assert_eq!(stale(&["/ws/test/e2e/tests/x.rs"]), ["specs"]);
+        // Inputs are whole path components, and what no input holds changes nothing.
+        assert!(stale(&["/ws/services/xy/src/main.rs", "/ws/README.md", "/m/x.yaml.bak"]).is_empty());
+    }
+
+    #[test]
+    fn another_pass_reruns_the_stale_tasks_and_recalls_what_the_others_set() {
+        let plan = environment();
+        let vars: HashMap<String, String> =
+            [("BIN", "hash-1"), ("IMAGE", "x:hash-1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut rerun = vec![false; plan.len()];
+        rerun[plan.index_of("manifest").unwrap()] = true;
+        let again = plan.again(&rerun, &vars).unwrap();
+        let task = |id: &str| &again.tasks()[again.index_of(id).unwrap()];
+        // What runs again runs whole, and so does every task after it; no teardown.
+        assert_eq!(
+            again.tasks().iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["bin", "image", "manifest", "deploy", "specs"]
+        );
+        assert_eq!(task("deploy").steps, plan.tasks()[3].steps);
+        assert_eq!(task("specs").steps, plan.tasks()[4].steps);
+        // The others only set their variables as they were, at once, keeping their edges.
+        assert_eq!(task("image").steps, [Step::Set { var: "IMAGE".into(), value: "x:hash-1".into() }]);
+        assert_eq!((task("image").kind, task("image").estimate), (Kind::Api, Duration::ZERO));
+        assert_eq!(task("image").deps, ["bin"]);
+        let err = plan.again(&rerun, &HashMap::new()).unwrap_err().to_string();
+        assert_eq!(err, "task `bin` did not set ${BIN} before");
+    }
+
+    #[test]
+    fn teardown_keeps_what_is_up_and_prunes_only_when_everything_is() {
+        let plan = Plan::new(vec![
+            task("bin", &[], 10).set("TAG", "t1"),
+            task("deploy", &["bin"], 3).run(Command::new("apply", ["${TAG}"])),
+            Task::teardown("export-logs", Kind::Process, When::Failed),
+            Task::teardown("delete", Kind::Process, When::Always).after(&["export-logs"]),
+            Task::teardown("prune", Kind::Process, When::Succeeded).run(Command::new("prune", ["${TAG}"])),
+        ])
+        .unwrap();
+        let vars: HashMap<String, String> = [("TAG".to_owned(), "t1".to_owned())].into();
+        let names = |p: &Plan| p.tasks().iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        let down = plan.down(&[true, true, false, false, false], &vars).unwrap();
+        assert_eq!(names(&down), ["bin", "deploy", "export-logs", "delete", "prune"]);
+        assert!(down.tasks()[..2].iter().all(|t| t.steps.iter().all(|s| matches!(s, Step::Set { .. }))));
+        // The deployment never came up: it is left out, and so is pruning.
+        let down = plan.down(&[true, false, false, false, false], &vars).unwrap();
+        assert_eq!(names(&down), ["bin", "export-logs", "delete"]);
+        let down = plan.down(&[false; 5], &HashMap::new()).unwrap();
+        assert_eq!(names(&down), ["export-logs", "delete"]);
     }
 }

@@ -1,7 +1,7 @@
 //! Progress while a plan runs: live spinner lines on a terminal, plain timestamped lines
 //! otherwise (`12:03:04.120 start images/build-gateway`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -83,6 +83,22 @@ impl Progress for Plain {
 
     fn left(&mut self, left: Duration) {
         self.left = Some(left);
+    }
+}
+
+/// One line as each of `tasks` ends, nothing else: a watch pass's, which reruns only those.
+pub struct Ends {
+    pub out: Box<dyn Write + Send>,
+    pub tasks: HashSet<String>,
+}
+
+impl Progress for Ends {
+    fn started(&mut self, _: &Task) {}
+
+    fn finished(&mut self, task: &Task, record: &TaskRecord) {
+        if self.tasks.contains(&task.id) {
+            let _ = writeln!(self.out, "  {}", outcome_line(task, record));
+        }
     }
 }
 

@@ -128,6 +128,8 @@ use crate::phases::Step;
 fn sample(flag: &str) -> (&'static [&'static str], bool) {
     match flag {
         "plan" => (&[], false),
+        // Refused with `all` before anything resolves (`e2e all --watch` is an error).
+        "watch" => (&[], false),
         "parallel" => (&["2"], false),
         "report-dir" => (&["elsewhere"], false),
         "settings" => (&["s.json"], false),
@@ -138,7 +140,8 @@ fn sample(flag: &str) -> (&'static [&'static str], bool) {
         "reuse-cluster" => (&[], true),
         "skip-unchanged-tests" => (&[], true),
         "cluster-name" => (&["mine"], true),
-        "engine" => (&["podman"], true),
+        // The one this machine does not detect: the one it detects changes nothing.
+        "engine" => (if Engine::detect() == Some(Engine::Podman) { &["docker"] } else { &["podman"] }, true),
         "cluster" => (&["existing", "--kubeconfig", "k.yaml"], true),
         "kubeconfig" => (&["k2.yaml", "--cluster", "existing"], true),
         "registry" => (&["localhost:5000", "--cluster", "existing", "--kubeconfig", "k.yaml"], true),
