@@ -178,6 +178,18 @@ fn a_failed_runs_page_opens_the_log_from_its_bar_and_fetches_nothing() {
     let log = browser.evaluate(&session, "document.querySelector('#log-cluster pre').textContent");
     assert!(log.as_str().unwrap().contains("could not pull kindest/node: <no network> & no cache"), "{log}");
 
+    // From the keyboard: the bar in focus says its times under the chart, Enter opens its log.
+    let build = "document.getElementById('log-build-binaries').open";
+    assert_eq!(browser.evaluate(&session, build), json!(false));
+    browser.evaluate(&session, "document.querySelector('rect.bar[data-log=\"log-build-binaries\"]').focus()");
+    let said = browser.evaluate(&session, "document.querySelector('svg').nextElementSibling.textContent");
+    assert!(said.as_str().unwrap().starts_with("images/build-binaries cancelled: "), "{said}");
+    for kind in ["keyDown", "keyUp"] {
+        let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13});
+        browser.call(Some(&session), "Input.dispatchKeyEvent", key);
+    }
+    assert_eq!(browser.evaluate(&session, build), json!(true), "Enter on a focused bar opens its log");
+
     browser.close();
     let fetched: Vec<&String> = browser
         .requests

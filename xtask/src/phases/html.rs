@@ -30,12 +30,15 @@ svg{max-width:100%;height:auto}.bar{cursor:pointer}.bar:focus{outline:none;strok
 .note{color:#555}
 ";
 
-/// Opens the `<details>` a bar or a row names (`data-log`), and the one the address names.
+/// Opens the `<details>` a bar or a row names (`data-log`), and the one the address names; says
+/// under the timeline what the bar in focus or under the pointer did.
 const SCRIPT: &str = "
 function openLog(id){var d=document.getElementById(id);if(!d)return;d.open=true;d.scrollIntoView({block:'start'});}
 function target(e){return e.target&&e.target.closest?e.target.closest('[data-log]'):null;}
 document.addEventListener('click',function(e){var t=target(e);if(t){e.preventDefault();openLog(t.getAttribute('data-log'));}});
 document.addEventListener('keydown',function(e){var t=target(e);if(t&&(e.key==='Enter'||e.key===' ')){e.preventDefault();openLog(t.getAttribute('data-log'));}});
+function tell(e){var t=target(e),svg=t&&t.closest('svg'),title=t&&t.querySelector('title');if(svg&&title&&svg.nextElementSibling){svg.nextElementSibling.textContent=title.textContent;}}
+document.addEventListener('focusin',tell);document.addEventListener('mouseover',tell);
 if(location.hash){openLog(decodeURIComponent(location.hash.slice(1)));}
 ";
 
@@ -88,7 +91,12 @@ pub fn section(view: &RunView, dir: &Utf8Path, prefix: &str, level: u8) -> Strin
     if let Some(history) = &view.history {
         let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(&history.comparison(view.makespan_s).summary()));
     }
-    let _ = writeln!(out, "<h{sub}>Timeline</h{sub}>\n{}", svg::timeline(view, Bars::Linked { prefix }));
+    let _ = writeln!(
+        out,
+        "<h{sub}>Timeline</h{sub}>\n{}<p class=\"note\" aria-live=\"polite\">Point at a bar or focus it (Tab) for its times; \
+         click it or press Enter for its log.</p>",
+        svg::timeline(view, Bars::Linked { prefix })
+    );
     let chain: Vec<String> = view.critical_path.iter().map(|id| link(prefix, id, id)).collect();
     let _ = writeln!(
         out,
