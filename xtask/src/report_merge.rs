@@ -1,5 +1,6 @@
 //! `cargo xtask report merge DIR...`: several E2E runs as one result: a JUnit file with one suite
-//! per service, `summary.json`, `summary.md`, and a table on stdout.
+//! per service, `summary.json`, `summary.md`, `summary.html` (the table, then each run's report
+//! page), and a table on stdout.
 //!
 //! A directory given is a run's report directory (it has `report.json`) or holds report
 //! directories one level down, as a folder of downloaded CI artifacts does. `summarize` is the
@@ -19,7 +20,9 @@ use serde_json::json;
 use crate::catalog::Service;
 use crate::envs::ids::SPECS;
 use crate::flags;
+use crate::phases::html::{self, escape};
 use crate::phases::progress::human;
+use crate::phases::view::RunView;
 
 /// The `report.json` schemas this reads (docs/report-schema.md): 2, and 1 of runs made
 /// before teardown was part of the plan.
@@ -47,7 +50,8 @@ impl flags::ReportMerge {
         summary.expect(&expected);
         summary.write(&out)?;
         print!("{}", summary.table());
-        eprintln!("merged: {}, {}, {}", out.join("junit.xml"), out.join("summary.json"), out.join("summary.md"));
+        let written = ["junit.xml", "summary.json", "summary.md", "summary.html"].map(|name| out.join(name));
+        eprintln!("merged: {}", written.map(|path| path.to_string()).join(", "));
         Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 }
@@ -93,6 +97,8 @@ pub struct Run {
     /// The specs' results; `None` without `junit.xml` (the specs did not run, or were skipped as
     /// unchanged).
     pub specs: Option<Vec<TestCase>>,
+    /// Its whole report, for its section of the page.
+    pub view: RunView,
 }
 
 /// How many specs passed, failed and were ignored.
@@ -230,6 +236,56 @@ impl Summary {
         out
     }
 
+    /// `summary.html`: the table and the failures, then each run's report with its logs.
+    pub fn html(&self) -> String {
+        let outcome = self.outcome();
+        let mut body = format!("<h1>E2E summary <span class=\"{outcome}\">{outcome}</span></h1>\n<table>\n");
+        body.push_str(
+            "<tr><th>service</th><th>outcome</th><th>setup</th><th>specs</th><th>total</th>\
+             <th>passed</th><th>failed</th><th>ignored</th><th>run</th></tr>\n",
+        );
+        for (i, run) in self.runs.iter().enumerate() {
+            let [passed, failed, ignored] = counts_text(run.counts());
+            let status = escape(&run.outcome);
+            let _ = writeln!(
+                body,
+                "<tr><td><a href=\"#r{i}\">{}</a></td><td class=\"{status}\">{status}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{passed}</td><td class=\"n\">{failed}</td>\
+                 <td class=\"n\">{ignored}</td><td><code>{}</code></td></tr>",
+                escape(&run.service),
+                human(run.setup()),
+                run.specs_time.map(human).unwrap_or_else(|| "-".to_owned()),
+                human(run.makespan),
+                escape(&run.run_id)
+            );
+        }
+        for service in &self.missing {
+            let _ = writeln!(body, "<tr><td>{}</td><td class=\"failed\">missing</td></tr>", escape(service));
+        }
+        let [passed, failed, ignored] = counts_text(Some(self.totals()));
+        let _ = writeln!(
+            body,
+            "<tr><th>all</th><th class=\"{outcome}\">{outcome}</th><th></th><th></th><th></th>\
+             <th class=\"n\">{passed}</th><th class=\"n\">{failed}</th><th class=\"n\">{ignored}</th><th></th></tr>\n</table>"
+        );
+        let failures = self.failures();
+        if !failures.is_empty() {
+            body.push_str("<div class=\"failure\"><ul>\n");
+            for failure in failures {
+                let _ = writeln!(body, "<li>{}</li>", escape(&failure));
+            }
+            body.push_str("</ul></div>\n");
+        }
+        for (i, run) in self.runs.iter().enumerate() {
+            let _ = writeln!(
+                body,
+                "<section id=\"r{i}\">\n{}</section>",
+                html::section(&run.view, &run.dir, &format!("r{i}-"), 2)
+            );
+        }
+        html::page(&format!("E2E summary: {outcome}"), &body)
+    }
+
     pub fn json(&self) -> serde_json::Value {
         let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let counts = |c: Counts| json!({"passed": c.passed, "failed": c.failed, "ignored": c.ignored});
@@ -284,11 +340,18 @@ impl Summary {
         report.to_string().context("cannot render JUnit XML")
     }
 
-    /// Writes `junit.xml`, `summary.json` and `summary.md` into `out`, creating it.
+    /// Writes `junit.xml`, `summary.json`, `summary.md` and `summary.html` into `out`, creating
+    /// it.
     pub fn write(&self, out: &Utf8Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {out}"))?;
         let json = serde_json::to_string_pretty(&self.json())? + "\n";
-        for (name, text) in [("junit.xml", self.junit()?), ("summary.json", json), ("summary.md", self.markdown())] {
+        let files = [
+            ("junit.xml", self.junit()?),
+            ("summary.json", json),
+            ("summary.md", self.markdown()),
+            ("summary.html", self.html()),
+        ];
+        for (name, text) in files {
             let path = out.join(name);
             std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))?;
         }
@@ -307,6 +370,7 @@ impl Run {
             bail!("{path} has schema {schema}, this xtask reads schemas {REPORT_SCHEMAS:?}");
         }
         let report = ReportJson::deserialize(&value).with_context(|| format!("{path} is not an E2E report"))?;
+        let view = RunView::from_json(&value).with_context(|| format!("{path} is not an E2E report"))?;
         let makespan = seconds(report.makespan_s).with_context(|| format!("{path}: makespan_s"))?;
         let up = seconds(report.up_s.unwrap_or(report.makespan_s)).with_context(|| format!("{path}: up_s"))?;
         let specs_time = match report.tasks.iter().find(|t| t.id == SPECS).and_then(|t| t.duration_s) {
@@ -330,6 +394,7 @@ impl Run {
             specs_time,
             critical_path: report.critical_path,
             specs,
+            view,
         })
     }
 
@@ -568,6 +633,19 @@ mod tests {
         assert_eq!(json["runs"][1]["setup_s"], 62.0);
         let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
         assert!(md.contains("| **all** | **failed** | | | | 3 | 1 | 1 | |"), "{md}");
+        let page = std::fs::read_to_string(out.join("summary.html")).unwrap();
+        let table = page.find("<td><a href=\"#r0\">datastorage</a></td><td class=\"failed\">failed</td>").expect(&page);
+        let sections: Vec<usize> =
+            ["<section id=\"r0\">", "<section id=\"r1\">"].map(|s| page.find(s).unwrap()).to_vec();
+        assert!(table < sections[0] && sections[0] < sections[1], "the table, then a section per run");
+        assert!(
+            page[sections[0]..sections[1]]
+                .contains("<h2>datastorage end-to-end <span class=\"failed\">failed</span></h2>")
+        );
+        assert!(
+            page.contains("data-log=\"r1-log-cluster\"") && page.contains("<details id=\"r1-log-cluster\">"),
+            "{page}"
+        );
 
         // The merged output does not count as a run when merged again.
         assert_eq!(merge(&dir).unwrap().runs.len(), 2);

@@ -38,6 +38,7 @@ impl flags::Test {
 
         let services = Infra::up(&sh, "test/local-services.sh", self.keep_up)?;
         step("cargo test (with PostgreSQL and Redis; the cluster smoke test brings up its own)", &mut || {
+            ensure_installed(&sh, &TEST_PROGRAMS)?;
             let args = ["--include-ignored", "--skip", "on_local_cluster"];
             Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}").envs(services.env.clone()).run()?)
         });
@@ -73,6 +74,10 @@ impl flags::Test {
         Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 }
+
+/// The programs the crates' tests run, from Debian's packages of the same names: chromium opens
+/// a failed run's report.html (xtask/tests/report_in_browser.rs).
+const TEST_PROGRAMS: [&str; 1] = ["chromium"];
 
 /// The programs the xtask's own tests on the local cluster run besides docker, from Debian's
 /// packages of the same names: podman and runc for the podman tests, docker-registry (the CNCF

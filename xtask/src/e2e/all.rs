@@ -21,8 +21,10 @@ use crate::builders::Engine;
 use crate::catalog::{Exposed, Service, catalog};
 use crate::envs::{self, Settings, run_id};
 use crate::flags;
+use crate::phases::github::Console;
 use crate::phases::history::History;
 use crate::phases::report::Report;
+use crate::phases::view::RunView;
 use crate::phases::{Command, Kind, Phase, Plan, Schedule, Status, Strategy, Task};
 
 pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
@@ -81,8 +83,9 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     if super::torn_down(&plan, &record) {
         registration.done();
     }
+    let usual = past.usual_total();
     super::learn(&learned, past, &plan, &record);
-    let report = Report::new("all", "all environments", &run_id, &plan, &record);
+    let report = Report::new("all", "all environments", &run_id, &plan, &record).with_usual(usual);
     report.write(&dir)?;
 
     // One table (and merged JUnit) of the runs that wrote a report; the others are listed as
@@ -91,10 +94,17 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
         runs.iter().map(|(_, s)| s.run_dir.clone()).filter(|d| d.join("report.json").is_file()).collect();
     let mut summary = crate::report_merge::summarize(&reported)?;
     summary.expect(&runs.iter().map(|(service, _)| *service).collect::<Vec<_>>());
-    eprint!("{}", report.terminal());
+    let console = Console::detect();
+    eprint!("{}", report.terminal(console));
     eprint!("{}", summary.table());
     summary.write(&dir)?;
-    eprintln!("  merged junit.xml, summary.md and summary.json in {dir}");
+    eprintln!("  merged junit.xml, summary.md, summary.json and summary.html in {dir}");
+    if console == Console::GithubActions {
+        // Each run appended its own summary; their annotations went to their logs, so they are
+        // made here, from their reports.
+        let views = reported.iter().map(|d| RunView::read(d)).collect::<anyhow::Result<Vec<_>>>()?;
+        super::tell_github(&views, &summary.markdown());
+    }
     for (service, _) in runs.iter().filter(|(_, s)| !s.run_dir.join("report.json").is_file()) {
         let log = dir.join("logs").join(format!("{}.log", service.name));
         eprintln!("  {:<24} no report: {} (log {log})", service.name, last_error(&log));

@@ -25,15 +25,20 @@ pub fn read(from: &Utf8Path, to: &Utf8Path) -> anyhow::Result<(Counts, Vec<SpecR
     Ok((counts, specs))
 }
 
-/// Every `<testcase>`: its name, whether it failed (a `failure` or `error` child) or was
-/// skipped, and its time.
+/// Every `<testcase>`: its name, whether it failed (a `failure` or `error` child, whose text or
+/// message is what the runner said) or was skipped, and its time.
 fn parse(xml: &str) -> anyhow::Result<Vec<SpecResult>> {
     let doc = roxmltree::Document::parse(xml)?;
     let cases = doc.descendants().filter(|n| n.has_tag_name("testcase"));
     Ok(cases
         .map(|case| {
             let child = |tag: &str| case.children().any(|c| c.has_tag_name(tag));
-            let outcome = if child("failure") || child("error") {
+            let failed = case.children().find(|c| c.has_tag_name("failure") || c.has_tag_name("error"));
+            let failure = failed.and_then(|element| {
+                let text = element.text().map(str::trim).filter(|t| !t.is_empty());
+                text.or(element.attribute("message")).map(str::to_owned)
+            });
+            let outcome = if failed.is_some() {
                 SpecOutcome::Failed
             } else if child("skipped") {
                 SpecOutcome::Ignored
@@ -41,7 +46,7 @@ fn parse(xml: &str) -> anyhow::Result<Vec<SpecResult>> {
                 SpecOutcome::Passed
             };
             let time = case.attribute("time").and_then(|t| Duration::try_from_secs_f64(t.parse().ok()?).ok());
-            SpecResult { name: case.attribute("name").unwrap_or_default().to_owned(), outcome, time }
+            SpecResult { name: case.attribute("name").unwrap_or_default().to_owned(), outcome, time, failure }
         })
         .collect())
 }
@@ -79,6 +84,8 @@ mod tests {
                 ("a_spec_for_later", SpecOutcome::Ignored, None),
             ]
         );
+        assert_eq!(specs[1].failure.as_deref(), Some("thread panicked at tests/gateway.rs:3:5: expected 202, got 200"));
+        assert_eq!((specs[0].failure.as_deref(), specs[2].failure.as_deref()), (None, None));
         let dir = camino::Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap());
         let (from, to) = (
             dir.join(format!("nextest-{}.xml", std::process::id())),

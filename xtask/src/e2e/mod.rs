@@ -12,6 +12,7 @@ mod watch;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -20,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::catalog;
 use crate::envs::{self, Settings, ids};
 use crate::flags::{self, Selection};
+use crate::phases::github::{self, Console};
 use crate::phases::history::History;
 use crate::phases::progress;
 use crate::phases::report::{Report, SpecResult};
+use crate::phases::view::RunView;
 use crate::phases::{self, Executor, Plan, RunRecord, Schedule, Status};
 use executor::{RealExecutor, Target};
 
@@ -64,9 +67,12 @@ fn collect_garbage() {
     }
 }
 
-/// Where the durations of runs of `name` on clusters alike (`key`) are learned.
+/// Where the durations of runs of `name` on clusters alike (`key`) are learned: under
+/// `$REMEDY_HISTORY_DIR`, else `target/e2e/history`.
 fn history_path(name: &str, key: &str) -> Utf8PathBuf {
-    crate::project_root().join(format!("target/e2e/history/{name}-{key}.json"))
+    let dir = std::env::var("REMEDY_HISTORY_DIR").ok().filter(|d| !d.is_empty()).map(Utf8PathBuf::from);
+    let dir = dir.unwrap_or_else(|| crate::project_root().join("target/e2e/history"));
+    dir.join(format!("{name}-{key}.json"))
 }
 
 /// The history at `path`; a corrupt or foreign one is said and set aside.
@@ -171,7 +177,6 @@ async fn execute_and_report(
     plan: Plan,
     (learned, past): (Utf8PathBuf, History),
 ) -> anyhow::Result<(anyhow::Result<ExitCode>, bool)> {
-    let service = settings.service.clone();
     let target = Target {
         kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
         namespace: settings.namespace.clone(),
@@ -185,22 +190,54 @@ async fn execute_and_report(
     let logs = settings.run_dir.join("logs");
     let executor = Arc::new(RealExecutor::new(target));
     let (plan, record) = execute(plan, executor, schedule, &logs, progress::for_stderr().as_mut(), cancel).await?;
+    let usual = past.usual_total();
     learn(&learned, past, &plan, &record);
     let (line, ran, specs) =
         specs_results(&settings.run_dir, &plan, &record).map_or((None, None, Vec::new()), |(l, r, s)| (Some(l), r, s));
-    let report =
-        Report::new(&service, format!("{service} end-to-end"), &settings.run_id, &plan, &record).with_specs(specs);
-    report.write(&settings.run_dir)?;
-    eprint!("{}", report.terminal());
+    report(settings, &plan, &record, specs, usual)?;
     if let Some(kept) = settings.cluster.backend().kept(settings.engine, &settings.namespace) {
         eprintln!("  {kept}");
     }
     if let Some(line) = &line {
         eprintln!("  {line}");
     }
-    eprintln!("  report: {}", settings.run_dir.join("report.md"));
+    eprintln!("  report: {} ({})", settings.run_dir.join("report.html"), settings.run_dir.join("report.md"));
     let torn_down = torn_down(&plan, &record);
     Ok((verdict(settings, &record, ran), torn_down))
+}
+
+/// Writes the run's report into its directory and prints its summary, on GitHub Actions with
+/// annotations and the job summary.
+fn report(
+    settings: &Settings,
+    plan: &Plan,
+    record: &RunRecord,
+    specs: Vec<SpecResult>,
+    usual: Option<(Duration, usize)>,
+) -> anyhow::Result<()> {
+    let service = &settings.service;
+    let report = Report::new(service, format!("{service} end-to-end"), &settings.run_id, plan, record)
+        .with_specs(specs)
+        .with_usual(usual);
+    report.write(&settings.run_dir)?;
+    let console = Console::detect();
+    eprint!("{}", report.terminal(console));
+    if console == Console::GithubActions {
+        tell_github(&[RunView::from_json(&report.json())?], &report.step_summary());
+    }
+    Ok(())
+}
+
+/// On GitHub Actions: an annotation for each failure of `runs`, and `summary` appended to the
+/// job's summary (a failure to is only said).
+fn tell_github(runs: &[RunView], summary: &str) {
+    for line in runs.iter().flat_map(github::annotations) {
+        eprintln!("{line}");
+    }
+    let Some(path) = std::env::var("GITHUB_STEP_SUMMARY").ok().filter(|p| !p.is_empty()) else { return };
+    if let Err(err) = github::append_summary(Utf8Path::new(&path), summary) {
+        eprintln!("warning: {err:#}");
+    }
 }
 
 /// Whether every teardown task did its part (succeeded, or had nothing to do).

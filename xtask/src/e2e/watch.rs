@@ -22,7 +22,6 @@ use super::{execute, learn, on_ctrl_c, specs_results};
 use crate::envs::Settings;
 use crate::phases::history::History;
 use crate::phases::progress::{self, Ends, human};
-use crate::phases::report::Report;
 use crate::phases::{Plan, RunRecord, Schedule, Status};
 
 /// How long the inputs must be quiet before a burst of writes (an editor's save, a `git
@@ -107,17 +106,10 @@ async fn session(settings: &Settings, plan: Plan, learned: Utf8PathBuf, past: Hi
         let specs = specs_results(&settings.run_dir, &pass, &record);
         if let Some((learned, past)) = history.take().filter(|_| passes == 1) {
             // The first pass brings everything up, as a run does: its report, and what it teaches.
+            let usual = past.usual_total();
             learn(&learned, past, &pass, &record);
-            let report = Report::new(
-                &settings.service,
-                format!("{} end-to-end", settings.service),
-                &settings.run_id,
-                &pass,
-                &record,
-            )
-            .with_specs(specs.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default());
-            report.write(&settings.run_dir)?;
-            eprint!("{}", report.terminal());
+            let specs = specs.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
+            super::report(settings, &pass, &record, specs, usual)?;
         }
         let cancelled = !during.is_empty() || quit.is_cancelled();
         eprintln!("{}", verdict(passes, &pass, &record, specs.as_ref().map(|(line, _, _)| line.as_str()), cancelled));

@@ -1,7 +1,8 @@
 //! Durations learned from runs: each run adds its tasks' measured durations, done and cached
 //! apart, to a small file per environment; a task's expected duration is the median of its
-//! recent ones, or the plan's estimate without any. The file is bounded (the last
-//! [`KEEP`] of each) and a corrupt or foreign one is set aside with a warning, never an error.
+//! recent ones, or the plan's estimate without any. It also keeps the totals of the runs that
+//! succeeded, which a run is compared with. The file is bounded (the last [`KEEP`] of each) and
+//! a corrupt or foreign one is set aside with a warning, never an error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +23,10 @@ const VERSION: u32 = 1;
 pub struct History {
     version: u32,
     tasks: BTreeMap<String, Durations>,
+    /// The makespans of the runs that succeeded, in seconds, oldest first (absent in files
+    /// written before they were kept).
+    #[serde(default)]
+    runs: Vec<f64>,
 }
 
 /// One task's recent durations in seconds, oldest first, and how its last run ended.
@@ -45,7 +50,7 @@ impl History {
     }
 
     fn empty() -> History {
-        History { version: VERSION, tasks: BTreeMap::new() }
+        History { version: VERSION, tasks: BTreeMap::new(), runs: Vec::new() }
     }
 
     /// Writes it to `path`, through a temporary file so a reader never sees half of it.
@@ -59,8 +64,12 @@ impl History {
         Ok(())
     }
 
-    /// Adds the duration of every task of `run` that did its work or was cached.
+    /// Adds the duration of every task of `run` that did its work or was cached, and its total
+    /// when it succeeded.
     pub fn record(&mut self, plan: &Plan, run: &RunRecord) {
+        if run.succeeded() {
+            keep_last(&mut self.runs, run.makespan);
+        }
         for (task, record) in plan.tasks().iter().zip(&run.tasks) {
             let Some(elapsed) = record.elapsed() else { continue };
             let entry = self.tasks.entry(task.id.clone()).or_default();
@@ -69,11 +78,7 @@ impl History {
                 Status::Cached => true,
                 _ => continue,
             };
-            let list = if cached { &mut entry.cached } else { &mut entry.done };
-            list.push((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
-            if list.len() > KEEP {
-                list.drain(..list.len() - KEEP);
-            }
+            keep_last(if cached { &mut entry.cached } else { &mut entry.done }, elapsed);
             entry.last_cached = cached;
         }
     }
@@ -86,6 +91,19 @@ impl History {
         let list = if entry.last_cached && !entry.cached.is_empty() { &entry.cached } else { &entry.done };
         let median = median(list)?;
         Some((Duration::from_secs_f64(median), list.len()))
+    }
+
+    /// The median total of the previous runs that succeeded, and how many there are.
+    pub fn usual_total(&self) -> Option<(Duration, usize)> {
+        Some((Duration::from_secs_f64(median(&self.runs)?), self.runs.len()))
+    }
+}
+
+/// Appends `took` (in seconds, to the millisecond), keeping the last [`KEEP`].
+fn keep_last(list: &mut Vec<f64>, took: Duration) {
+    list.push((took.as_secs_f64() * 1000.0).round() / 1000.0);
+    if list.len() > KEEP {
+        list.drain(..list.len() - KEEP);
     }
 }
 
@@ -157,6 +175,21 @@ mod tests {
         }
         assert_eq!(history.tasks["build"].done.len(), KEEP);
         assert_eq!(history.expected("build"), Some((Duration::from_secs(4), KEEP)));
+    }
+
+    #[test]
+    fn the_usual_total_is_the_median_of_the_runs_that_succeeded() {
+        let plan = Plan::new(vec![Task::new("specs", Phase::Tests, Kind::Process)]).unwrap();
+        let mut history = History::empty();
+        assert_eq!(history.usual_total(), None);
+        let total = |status, secs| RunRecord { makespan: Duration::from_secs(secs), ..run(vec![took(status, 10)]) };
+        for (status, secs) in [(Status::Ok, 60), (Status::Failed, 5), (Status::Ok, 80), (Status::Cached, 70)] {
+            history.record(&plan, &total(status, secs));
+        }
+        assert_eq!(history.usual_total(), Some((Duration::from_secs(70), 3)), "the failed run's 5 s is not usual");
+        // A file from before totals were kept reads, with none.
+        let old: History = serde_json::from_str(r#"{"version": 1, "tasks": {}}"#).unwrap();
+        assert_eq!(old.usual_total(), None);
     }
 
     #[test]

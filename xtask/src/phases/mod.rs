@@ -5,13 +5,17 @@
 //! in `crate::envs`; how a task's steps are carried out is an [`Executor`].
 
 pub mod bound;
+mod compare;
+pub mod github;
 pub mod history;
+pub mod html;
 mod plan;
 mod process;
 pub mod progress;
 pub mod report;
 mod scheduler;
 mod svg;
+pub mod view;
 
 pub use plan::{Command, Kind, KubeOp, Phase, Plan, Step, Task, When, Workload, placeholders, var_ref};
 pub use process::{log_line, run_command};

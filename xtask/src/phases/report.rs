@@ -1,5 +1,6 @@
 //! The timing report of a run: a terminal summary, `report.json` (schema in
-//! docs/report-schema.md), `report.md` and `timeline.svg`.
+//! docs/report-schema.md), `report.md`, `timeline.svg` and `report.html`, the last two drawn
+//! from what `report.json` says.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,10 +9,14 @@ use anyhow::Context;
 use camino::Utf8Path;
 use serde_json::json;
 
+use super::compare::{Comparison, compare};
+use super::github::Console;
+use super::html;
 use super::plan::{Phase, Plan};
 use super::progress::human;
 use super::scheduler::{RunRecord, Status};
-use super::svg;
+use super::svg::{self, Bars};
+use super::view::RunView;
 
 /// The version of the `report.json` layout.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -34,6 +39,8 @@ pub struct SpecResult {
     pub name: String,
     pub outcome: SpecOutcome,
     pub time: Option<Duration>,
+    /// What the runner said of a failure (the panic message, with where it panicked).
+    pub failure: Option<String>,
 }
 
 /// How many of the slowest specs the terminal summary names.
@@ -51,6 +58,8 @@ pub struct Report<'a> {
     pub critical: Vec<usize>,
     /// Its specs, failures first, then the slowest first.
     pub specs: Vec<SpecResult>,
+    /// How it compares with the previous runs of its environment here, when there were any.
+    pub comparison: Option<Comparison>,
 }
 
 pub struct PhaseRow {
@@ -79,7 +88,20 @@ impl<'a> Report<'a> {
             run,
             critical,
             specs: Vec::new(),
+            comparison: None,
         }
+    }
+
+    /// Compared with the previous runs, whose totals' median is `usual` (with how many runs),
+    /// and whose tasks' medians are the plan's learned estimates.
+    pub fn with_usual(mut self, usual: Option<(Duration, usize)>) -> Report<'a> {
+        let tasks = self.plan.tasks().iter().zip(&self.run.tasks).map(|(task, record)| {
+            let before = task.estimate_from.map(|_| task.estimate);
+            let after = matches!(record.status, Status::Ok | Status::Cached).then(|| record.elapsed()).flatten();
+            (task.id.as_str(), before, after)
+        });
+        self.comparison = compare(usual, self.run.makespan, tasks);
+        self
     }
 
     /// With the specs' results.
@@ -167,8 +189,9 @@ impl<'a> Report<'a> {
         self.critical.iter().map(|&i| self.plan.tasks()[i].id.as_str()).collect()
     }
 
-    /// The summary printed at the end of a run.
-    pub fn terminal(&self) -> String {
+    /// The summary printed at the end of a run, each failed task's log tail as `console` shows
+    /// logs.
+    pub fn terminal(&self, console: Console) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "\n{} ({} strategy, jobs {})", self.title, self.run.strategy.name(), self.run.jobs);
         let _ = writeln!(out, "  {:<10} {:>6} {:>9} {:>9}", "phase", "tasks", "wall", "sum");
@@ -210,6 +233,9 @@ impl<'a> Report<'a> {
         if cached > 0 {
             let _ = writeln!(out, "  cached: {cached} of {} tasks had nothing to do", self.plan.len());
         }
+        if let Some(comparison) = &self.comparison {
+            let _ = writeln!(out, "  {}", comparison.summary());
+        }
         let slow = self.slower_than_usual();
         if !slow.is_empty() {
             let _ = writeln!(out, "  slower than usual: {}", slow.join("; "));
@@ -232,9 +258,7 @@ impl<'a> Report<'a> {
             for (task, record) in self.plan.tasks().iter().zip(&self.run.tasks) {
                 if let Some(error) = &record.error {
                     let _ = writeln!(out, "  {}: {error}", task.label());
-                    for line in &record.log_tail {
-                        let _ = writeln!(out, "    | {line}");
-                    }
+                    out.push_str(&console.log_lines(&format!("log tail of {}", task.label()), &record.log_tail));
                 }
             }
         }
@@ -301,11 +325,23 @@ impl<'a> Report<'a> {
             "critical_path_s": secs(Some(self.critical_length())),
             "phases": phases,
             "tasks": tasks,
-            "specs": self.specs.iter().map(|s| json!({"name": s.name, "outcome": s.outcome, "time_s": secs(s.time)})).collect::<Vec<_>>(),
+            "specs": self.specs.iter().map(|s| json!({"name": s.name, "outcome": s.outcome, "time_s": secs(s.time), "failure": s.failure})).collect::<Vec<_>>(),
+            "history": self.comparison.as_ref().map(Comparison::json),
         })
     }
 
+    /// `report.md`.
     pub fn markdown(&self) -> String {
+        self.markdown_with(true)
+    }
+
+    /// The Markdown for a CI job's summary: `report.md` without the timeline, an image beside
+    /// it that a summary cannot show.
+    pub fn step_summary(&self) -> String {
+        self.markdown_with(false)
+    }
+
+    fn markdown_with(&self, timeline: bool) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# {}\n", self.title);
         let _ = writeln!(
@@ -318,6 +354,9 @@ impl<'a> Report<'a> {
         );
         if let Some(summary) = self.run.failure_summary() {
             let _ = writeln!(out, "**{summary}**\n");
+        }
+        if let Some(comparison) = &self.comparison {
+            let _ = writeln!(out, "Against the previous runs: {}.\n", comparison.summary());
         }
         let _ = writeln!(out, "| phase | tasks | wall | sum |\n|---|---:|---:|---:|");
         for row in self.phases() {
@@ -339,7 +378,9 @@ impl<'a> Report<'a> {
             self.critical_ids().join(" → "),
             human(saved)
         );
-        let _ = writeln!(out, "![timeline](timeline.svg)\n");
+        if timeline {
+            let _ = writeln!(out, "![timeline](timeline.svg)\n");
+        }
         let _ = writeln!(
             out,
             "| task | phase | status | start | duration | usually | critical |\n|---|---|---|---:|---:|---:|:-:|"
@@ -375,15 +416,19 @@ impl<'a> Report<'a> {
         out
     }
 
-    /// Writes report.json, report.md and timeline.svg into `dir`.
+    /// Writes report.json, report.md, timeline.svg and report.html (with the task logs in
+    /// `dir/logs`) into `dir`.
     pub fn write(&self, dir: &Utf8Path) -> anyhow::Result<()> {
         let write = |name: &str, text: String| {
             let path = dir.join(name);
             std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))
         };
-        write("report.json", serde_json::to_string_pretty(&self.json())? + "\n")?;
+        let json = self.json();
+        let view = RunView::from_json(&json)?;
+        write("report.json", serde_json::to_string_pretty(&json)? + "\n")?;
         write("report.md", self.markdown())?;
-        write("timeline.svg", svg::timeline(self))
+        write("timeline.svg", svg::timeline(&view, Bars::Standalone))?;
+        write("report.html", html::run_page(&view, dir))
     }
 }
 
@@ -496,7 +541,7 @@ mod tests {
         assert_eq!(json["outcome"], "ok");
         assert_eq!(json["phases"][0]["wall_s"], 2.0);
         assert_eq!(json["phases"][0]["sum_s"], 3.0);
-        assert!(report.terminal().contains("saved 1.0s (33%)"), "{}", report.terminal());
+        assert!(report.terminal(Console::Plain).contains("saved 1.0s (33%)"), "{}", report.terminal(Console::Plain));
     }
 
     #[test]
@@ -513,7 +558,11 @@ mod tests {
         let report = Report::new("t", "t", "r", &p, &run);
         // Only a task with a history can be slower than usual; 1.2 s against 0.9 s is noise.
         assert_eq!(report.slower_than_usual(), ["rollout 9.8s, usually 2.4s"]);
-        assert!(report.terminal().contains("  slower than usual: rollout 9.8s, usually 2.4s"), "{}", report.terminal());
+        assert!(
+            report.terminal(Console::Plain).contains("  slower than usual: rollout 9.8s, usually 2.4s"),
+            "{}",
+            report.terminal(Console::Plain)
+        );
         assert_eq!(report.json()["tasks"][0]["expected_s"], 2.4);
         assert_eq!(report.json()["tasks"][0]["expected_from"], 5);
         assert!(
@@ -535,7 +584,69 @@ mod tests {
         let run = run_of(vec![failed, cancelled, not_started]);
         let report = Report::new("t", "t", "r", &plan, &run);
         assert_eq!(run.failure_summary().unwrap(), "failed 1 of 3, cancelled 1, not started 1");
-        assert!(report.terminal().contains("infra/a: boom"));
+        assert!(report.terminal(Console::Plain).contains("infra/a: boom"));
         assert_eq!(report.json()["outcome"], "failed");
+    }
+
+    fn scratch(name: &str) -> camino::Utf8PathBuf {
+        let dir = camino::Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap())
+            .join(format!("xtask-report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_page_of_a_failed_run_opens_with_the_failure_and_links_each_bar_to_its_log() {
+        let plan = plan(&[("cluster", &[]), ("build", &[]), ("deploy", &["cluster", "build"])]);
+        let mut failed = record(0, 1500);
+        failed.status = Status::Failed;
+        failed.error = Some("`kind create cluster` failed: exit status: 1".into());
+        let mut cancelled = record(0, 1600);
+        cancelled.status = Status::Cancelled;
+        let run = run_of(vec![failed, cancelled, TaskRecord::default()]);
+        let dir = scratch("page");
+        std::fs::write(dir.join("logs/cluster.log"), "$ kind create cluster\nERROR: <node> & \"co\" failed\n").unwrap();
+        let long: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.join("logs/build.log"), &long).unwrap();
+        let report = Report::new("t", "gateway end-to-end", "r", &plan, &run);
+        report.write(&dir).unwrap();
+        let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+
+        let failure = page.find("<div class=\"failure\">").expect("a failure box");
+        assert!(failure < page.find("<svg").unwrap(), "the failure comes before the timeline");
+        assert!(page[failure..].contains("ERROR: &lt;node&gt; &amp; &quot;co&quot; failed"), "the log tail, escaped");
+        let bar = page.find(r#"data-log="log-cluster"><title>infra/cluster failed: 1.5s from 0ms (api)</title>"#);
+        assert!(bar.is_some(), "the failed bar opens its log and says its times: {page}");
+        assert!(page.contains(r#"<details id="log-cluster"><summary>infra/cluster (failed, 1.5s)</summary>"#));
+        assert!(page.contains(r#"<details id="log-deploy"><summary>infra/deploy (not started)</summary>"#));
+        assert!(
+            page.contains("the last 64 KiB of 204 KiB") && page.contains("line 19999\n") && !page.contains("line 0\n")
+        );
+        for outside in ["http:", "https:", "src=", "<link", "@import", "url("] {
+            assert!(!page.contains(outside), "the page refers to something outside it: {outside}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_is_compared_with_the_previous_ones_only_when_there_were_some() {
+        let mut tasks: Vec<Task> = plan(&[("rollout", &[]), ("quick", &[])]).tasks().to_vec();
+        tasks[0].estimate = ms(2400);
+        tasks[0].estimate_from = Some(5);
+        let p = Plan::new(tasks).unwrap();
+        let run = run_of(vec![record(0, 9800), record(0, 1200)]);
+        let first = Report::new("t", "t", "r", &p, &run).with_usual(None);
+        assert_eq!(first.json()["history"], serde_json::Value::Null);
+        assert!(!first.terminal(Console::Plain).contains("usually 12"), "{}", first.terminal(Console::Plain));
+        let later = Report::new("t", "t", "r", &p, &run).with_usual(Some((ms(12_000), 5)));
+        let line =
+            "took 9.8s, usually 12.0s over the last 5 runs here (-2.2s); moved most: rollout 2.4s -> 9.8s (+7.4s)";
+        assert!(later.terminal(Console::Plain).contains(&format!("  {line}\n")), "{}", later.terminal(Console::Plain));
+        assert!(later.markdown().contains(&format!("Against the previous runs: {line}.")), "{}", later.markdown());
+        let view = RunView::from_json(&later.json()).unwrap();
+        let dir = scratch("compared");
+        assert!(html::run_page(&view, &dir).contains(&html::escape(line)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,30 +1,39 @@
 //! `timeline.svg`: a Gantt chart, one row per task, coloured by phase, critical path outlined.
+//! `report.html` inlines the same chart with each bar linked to its task's log.
 
 use std::fmt::Write as _;
 
+use super::html::escape;
 use super::plan::Phase;
 use super::progress::human;
-use super::report::Report;
-use super::scheduler::Status;
+use super::view::{RunView, secs};
 
 const LABEL_W: f64 = 250.0;
 const CHART_W: f64 = 760.0;
 const ROW_H: f64 = 22.0;
 const TOP: f64 = 48.0;
 
-fn colour(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Cluster => "#4e79a7",
-        Phase::Images => "#f28e2b",
-        Phase::Infra => "#59a14f",
-        Phase::Services => "#b07aa1",
-        Phase::Tests => "#76b7b2",
-        Phase::Teardown => "#9c755f",
-    }
+/// Whether the chart stands alone or is part of a page, where each bar can be focused and
+/// opens its task's log.
+#[derive(Clone, Copy)]
+pub enum Bars<'a> {
+    Standalone,
+    /// In a page: the bar of task `id` opens the element `<prefix>log-<id>`.
+    Linked {
+        prefix: &'a str,
+    },
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn colour(phase: Option<Phase>) -> &'static str {
+    match phase {
+        Some(Phase::Cluster) => "#4e79a7",
+        Some(Phase::Images) => "#f28e2b",
+        Some(Phase::Infra) => "#59a14f",
+        Some(Phase::Services) => "#b07aa1",
+        Some(Phase::Tests) => "#76b7b2",
+        Some(Phase::Teardown) => "#9c755f",
+        None => "#bab0ac",
+    }
 }
 
 /// A tick spacing of 1, 2 or 5 times a power of ten giving at most ten ticks.
@@ -34,27 +43,30 @@ fn tick_step(total_secs: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * base).find(|&s| s >= raw).unwrap_or(10.0 * base)
 }
 
-pub fn timeline(report: &Report<'_>) -> String {
-    let plan = report.plan;
-    let run = report.run;
-    let total = run.makespan.as_secs_f64().max(0.001);
+pub fn timeline(view: &RunView, bars: Bars<'_>) -> String {
+    let rows = view.tasks.len() as f64;
+    let total = view.makespan_s.max(0.001);
     let x = |secs: f64| LABEL_W + CHART_W * secs / total;
-    let legend_y = TOP + ROW_H * plan.len() as f64 + 28.0;
+    let legend_y = TOP + ROW_H * rows + 28.0;
     let height = legend_y + 30.0;
     let width = LABEL_W + CHART_W + 30.0;
 
     let mut svg = String::new();
+    let namespace = match bars {
+        Bars::Standalone => r#" xmlns="http://www.w3.org/2000/svg""#,
+        Bars::Linked { .. } => "",
+    };
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+        r#"<svg{namespace} width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" role="img" aria-label="timeline">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
         r#"<text x="10" y="20" font-size="14" font-weight="bold">{} ({} strategy): {}</text>"#,
-        escape(&report.title),
-        run.strategy.name(),
-        human(run.makespan)
+        escape(&view.title),
+        escape(&view.strategy),
+        human(secs(view.makespan_s))
     );
 
     let step = tick_step(total);
@@ -65,51 +77,58 @@ pub fn timeline(report: &Report<'_>) -> String {
             svg,
             r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{}" stroke="#ddd"/><text x="{tx:.1}" y="{}" text-anchor="middle" fill="#555">{}s</text>"##,
             TOP - 6.0,
-            TOP + ROW_H * plan.len() as f64,
+            TOP + ROW_H * rows,
             TOP - 10.0,
             (tick * 1000.0).round() / 1000.0
         );
         tick += step;
     }
 
-    for (row, (i, (task, record))) in plan.tasks().iter().zip(&run.tasks).enumerate().enumerate() {
+    for (row, task) in view.tasks.iter().enumerate() {
         let y = TOP + ROW_H * row as f64;
-        let critical = report.critical.contains(&i);
-        let label = format!("{}{}", if critical { "* " } else { "" }, task.label());
-        let fill = if record.status == Status::NotStarted { "#999" } else { "#000" };
+        let label = format!("{}{}", if task.critical { "* " } else { "" }, task.label());
+        let fill = if task.status == "not_started" { "#999" } else { "#000" };
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{:.1}" text-anchor="end" fill="{fill}"{}>{}</text>"#,
             LABEL_W - 8.0,
             y + 15.0,
-            if critical { r#" font-weight="bold""# } else { "" },
+            if task.critical { r#" font-weight="bold""# } else { "" },
             escape(&label)
         );
-        let (Some(start), Some(end)) = (record.start, record.end) else {
+        let Some((start, end)) = task.span() else {
             continue;
         };
         let (x0, x1) = (x(start.as_secs_f64()), x(end.as_secs_f64()));
-        let stroke = match (record.status, critical) {
-            (Status::Failed, _) => r##" stroke="#d62728" stroke-width="2.5""##,
+        let stroke = match (task.status.as_str(), task.critical) {
+            ("failed", _) => r##" stroke="#d62728" stroke-width="2.5""##,
             (_, true) => r##" stroke="#000" stroke-width="2""##,
             _ => "",
         };
-        let opacity = match record.status {
-            Status::Cancelled | Status::Cached => "0.45",
+        let opacity = match task.status.as_str() {
+            "cancelled" | "cached" => "0.45",
             _ => "1",
+        };
+        let link = match bars {
+            Bars::Standalone => String::new(),
+            Bars::Linked { prefix } => format!(
+                r#" class="bar" tabindex="0" role="button" data-log="{}log-{}""#,
+                escape(prefix),
+                escape(&task.id)
+            ),
         };
         let _ = writeln!(
             svg,
-            r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{}" fill-opacity="{opacity}"{stroke}><title>{} {}: {} from {} ({})</title></rect>"#,
+            r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{}" fill-opacity="{opacity}"{stroke}{link}><title>{} {}: {} from {} ({})</title></rect>"#,
             y + 3.0,
             (x1 - x0).max(1.0),
             ROW_H - 6.0,
-            colour(task.phase),
+            colour(task.phase()),
             escape(&task.label()),
-            record.status.name(),
-            human(end - start),
+            escape(&task.status_name()),
+            human(end.saturating_sub(start)),
             human(start),
-            task.kind.name()
+            escape(&task.kind)
         );
     }
 
@@ -119,7 +138,7 @@ pub fn timeline(report: &Report<'_>) -> String {
             svg,
             r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
             legend_y - 10.0,
-            colour(phase),
+            colour(Some(phase)),
             lx + 16.0,
             legend_y,
             phase.name()
@@ -142,7 +161,7 @@ mod tests {
 
     use super::*;
     use crate::phases::plan::{Kind, Plan, Task};
-    use crate::phases::scheduler::{RunRecord, Strategy, TaskRecord};
+    use crate::phases::scheduler::{RunRecord, Status, Strategy, TaskRecord};
 
     #[test]
     fn timeline_is_well_formed_svg_with_one_bar_per_started_task() {
@@ -174,8 +193,8 @@ mod tests {
                 not_started,
             ],
         };
-        let report = Report::new("gateway", "gateway e2e", "run", &plan, &run);
-        let svg = timeline(&report);
+        let report = crate::phases::report::Report::new("gateway", "gateway e2e", "run", &plan, &run);
+        let svg = timeline(&RunView::from_json(&report.json()).unwrap(), Bars::Standalone);
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let root = doc.root_element();
         assert_eq!(root.tag_name().name(), "svg");
