@@ -113,16 +113,14 @@ fn a_failed_run_on_github_actions_annotates_folds_and_summarizes() {
     let end = group + stderr[group..].find("::endgroup::\n").expect(stderr);
     assert!(stderr[group..end].contains("ERROR: failed to create cluster"), "{stderr}");
     assert!(!stderr.contains("    | "), "a log line printed outside its group: {stderr}");
-    assert!(
-        stderr.contains("  took ") && stderr.contains(", usually 2m40s over the last 3 runs here (-"),
-        "the run is compared with the previous ones: {stderr}"
-    );
+    // Three successful runs are on record, but a run that stopped early took no usual time.
+    assert!(!stderr.contains("usually 2m40s"), "a failed run was compared with successful ones: {stderr}");
 
     let summary = std::fs::read_to_string(&run.step_summary).unwrap();
     assert!(summary.starts_with("# an earlier step's summary\n# datastorage end-to-end\n"), "appended: {summary}");
     assert!(summary.contains("**failed 1 of 14, cancelled 1, not started 9**"), "{summary}");
     assert!(summary.contains("## cluster failed") && summary.contains("ERROR: failed to create cluster"), "{summary}");
-    assert!(summary.contains("Against the previous runs: took "), "{summary}");
+    assert!(!summary.contains("Against the previous runs"), "{summary}");
     assert!(!summary.contains("timeline.svg"), "an image the summary cannot show: {summary}");
 }
 

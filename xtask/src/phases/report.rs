@@ -93,8 +93,12 @@ impl<'a> Report<'a> {
     }
 
     /// Compared with the previous runs, whose totals' median is `usual` (with how many runs),
-    /// and whose tasks' medians are the plan's learned estimates.
+    /// and whose tasks' medians are the plan's learned estimates; only a successful run, as
+    /// those totals are successful runs' (a run that stopped early took no usual time).
     pub fn with_usual(mut self, usual: Option<(Duration, usize)>) -> Report<'a> {
+        if !self.run.succeeded() || self.run.interrupted {
+            return self;
+        }
         let tasks = self.plan.tasks().iter().zip(&self.run.tasks).map(|(task, record)| {
             let before = task.estimate_from.map(|_| task.estimate);
             let after = matches!(record.status, Status::Ok | Status::Cached).then(|| record.elapsed()).flatten();
@@ -648,5 +652,10 @@ mod tests {
         let dir = scratch("compared");
         assert!(html::run_page(&view, &dir).contains(&html::escape(line)));
         std::fs::remove_dir_all(&dir).unwrap();
+        // A failed run is not compared: it stopped early.
+        let mut failed = run_of(vec![record(0, 9800), record(0, 1200)]);
+        failed.tasks[1].status = Status::Failed;
+        let report = Report::new("t", "t", "r", &p, &failed).with_usual(Some((ms(12_000), 5)));
+        assert_eq!(report.json()["history"], serde_json::Value::Null);
     }
 }
