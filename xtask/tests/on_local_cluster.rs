@@ -1015,8 +1015,12 @@ fn on_local_cluster_teardown_deletes_what_the_run_made_outside_its_namespace() {
     let scratch = Scratch::new("clusterwide");
     // The controller's manifest has a ClusterRole and its binding, which no namespace holds.
     let args = on_existing(&["e2e", "signalprocessing", "--", "a_critical_signal_in_production_is_p0"]);
+    let history = root().join("target/e2e/history/signalprocessing-existing.json");
+    let before = std::fs::read(&history).ok();
     let run = xtask(&args, &scratch.0, &cluster_images());
     assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // One spec is no whole run: the run history learns nothing from it.
+    assert_eq!(std::fs::read(&history).ok(), before, "a filtered run changed {}", history.display());
     let run_id = run.report["run_id"].as_str().unwrap();
     let left = kubectl(&[
         "get",

@@ -83,8 +83,9 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
     if super::torn_down(&plan, &record) {
         registration.done();
     }
-    let usual = past.usual_total();
-    super::learn(&learned, past, &plan, &record);
+    let whole = flags.spec_args.is_empty();
+    let usual = past.usual_total().filter(|_| whole);
+    super::learn(&learned, past, &plan, &record, whole);
     let report = Report::new("all", "all environments", &run_id, &plan, &record).with_usual(usual);
     report.write(&dir)?;
 

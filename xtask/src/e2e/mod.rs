@@ -85,7 +85,12 @@ fn history(path: &Utf8Path) -> History {
 }
 
 /// Adds the run's durations to the history at `path`; a failure to is only said.
-fn learn(path: &Utf8Path, mut history: History, plan: &Plan, record: &RunRecord) {
+/// Adds the run to the history, unless it ran only some of the specs (`whole` false): then its
+/// specs' and total times are no whole run's, so it learns nothing.
+fn learn(path: &Utf8Path, mut history: History, plan: &Plan, record: &RunRecord, whole: bool) {
+    if !whole {
+        return;
+    }
     history.record(plan, record);
     if let Err(err) = history.save(path) {
         eprintln!("warning: cannot write the run history {path}: {err:#}");
@@ -190,8 +195,10 @@ async fn execute_and_report(
     let logs = settings.run_dir.join("logs");
     let executor = Arc::new(RealExecutor::new(target));
     let (plan, record) = execute(plan, executor, schedule, &logs, progress::for_stderr().as_mut(), cancel).await?;
-    let usual = past.usual_total();
-    learn(&learned, past, &plan, &record);
+    // A run of some of the specs is compared with nothing, as it learns nothing.
+    let whole = settings.spec_args.is_empty();
+    let usual = past.usual_total().filter(|_| whole);
+    learn(&learned, past, &plan, &record, whole);
     let (line, ran, specs) =
         specs_results(&settings.run_dir, &plan, &record).map_or((None, None, Vec::new()), |(l, r, s)| (Some(l), r, s));
     report(settings, &plan, &record, specs, usual)?;

@@ -106,8 +106,9 @@ async fn session(settings: &Settings, plan: Plan, learned: Utf8PathBuf, past: Hi
         let specs = specs_results(&settings.run_dir, &pass, &record);
         if let Some((learned, past)) = history.take().filter(|_| passes == 1) {
             // The first pass brings everything up, as a run does: its report, and what it teaches.
-            let usual = past.usual_total();
-            learn(&learned, past, &pass, &record);
+            let whole = settings.spec_args.is_empty();
+            let usual = past.usual_total().filter(|_| whole);
+            learn(&learned, past, &pass, &record, whole);
             let specs = specs.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
             super::report(settings, &pass, &record, specs, usual)?;
         }
