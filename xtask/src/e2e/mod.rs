@@ -182,14 +182,7 @@ async fn execute_and_report(
     plan: Plan,
     (learned, past): (Utf8PathBuf, History),
 ) -> anyhow::Result<(anyhow::Result<ExitCode>, bool)> {
-    let target = Target {
-        kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
-        namespace: settings.namespace.clone(),
-        run_id: settings.run_id.clone(),
-    };
-    let schedule = Schedule::new(settings.strategy, settings.jobs);
-    std::fs::create_dir_all(settings.run_dir.join("images"))
-        .with_context(|| format!("cannot create {}", settings.run_dir))?;
+    let (target, schedule) = prepare(settings)?;
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone(), "interrupted: stopping running tasks, then tearing down");
     let logs = settings.run_dir.join("logs");
@@ -211,6 +204,19 @@ async fn execute_and_report(
     eprintln!("  report: {} ({})", settings.run_dir.join("report.html"), settings.run_dir.join("report.md"));
     let torn_down = torn_down(&plan, &record);
     Ok((verdict(settings, &record, ran), torn_down))
+}
+
+/// What a run of `settings` works on and how it is scheduled, once its run directory (with
+/// `images/`, where image builds put their context) exists.
+fn prepare(settings: &Settings) -> anyhow::Result<(Target, Schedule)> {
+    std::fs::create_dir_all(settings.run_dir.join("images"))
+        .with_context(|| format!("cannot create {}", settings.run_dir))?;
+    let target = Target {
+        kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
+        namespace: settings.namespace.clone(),
+        run_id: settings.run_id.clone(),
+    };
+    Ok((target, Schedule::new(settings.strategy, settings.jobs)))
 }
 
 /// Writes the run's report into its directory and prints its summary, on GitHub Actions with

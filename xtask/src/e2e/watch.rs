@@ -17,12 +17,12 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::executor::{RealExecutor, Target};
+use super::executor::RealExecutor;
 use super::{execute, learn, on_ctrl_c, specs_results};
 use crate::envs::Settings;
 use crate::phases::history::History;
 use crate::phases::progress::{self, Ends, human};
-use crate::phases::{Plan, RunRecord, Schedule, Status};
+use crate::phases::{Plan, RunRecord, Status};
 
 /// How long the inputs must be quiet before a burst of writes (an editor's save, a `git
 /// checkout`) counts as one change.
@@ -46,14 +46,7 @@ async fn session(settings: &Settings, plan: Plan, learned: Utf8PathBuf, past: Hi
     let (_watcher, watched) = watch(&plan.inputs(), root, tx)?;
     let quit = CancellationToken::new();
     on_ctrl_c(quit.clone(), "watch: stopping, then tearing down");
-    let target = Target {
-        kubeconfig: settings.cluster.backend().kubeconfig().to_owned(),
-        namespace: settings.namespace.clone(),
-        run_id: settings.run_id.clone(),
-    };
-    let schedule = Schedule::new(settings.strategy, settings.jobs);
-    std::fs::create_dir_all(settings.run_dir.join("images"))
-        .with_context(|| format!("cannot create {}", settings.run_dir))?;
+    let (target, schedule) = super::prepare(settings)?;
     let mut env = Environment::new(&plan);
     let mut passes = 0;
     let mut history = Some((learned, past));
