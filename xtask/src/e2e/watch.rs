@@ -17,12 +17,12 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::executor::RealExecutor;
+use super::executor::{RealExecutor, Target};
 use super::{execute, learn, on_ctrl_c, specs_results};
 use crate::envs::Settings;
 use crate::phases::history::History;
 use crate::phases::progress::{self, Ends, human};
-use crate::phases::{Plan, RunRecord, Status};
+use crate::phases::{Plan, RunRecord, Schedule, Status};
 
 /// How long the inputs must be quiet before a burst of writes (an editor's save, a `git
 /// checkout`) counts as one change.
@@ -35,79 +35,30 @@ pub async fn run(
     (learned, past): (Utf8PathBuf, History),
 ) -> (anyhow::Result<ExitCode>, bool) {
     match session(settings, plan, learned, past).await {
-        Ok(torn_down) => (Ok(if torn_down { ExitCode::SUCCESS } else { ExitCode::FAILURE }), torn_down),
+        Ok((Ok(()), torn_down)) => (Ok(if torn_down { ExitCode::SUCCESS } else { ExitCode::FAILURE }), torn_down),
+        Ok((Err(err), torn_down)) => (Err(err), torn_down),
         Err(err) => (Err(err), false),
     }
 }
 
-async fn session(settings: &Settings, plan: Plan, learned: Utf8PathBuf, past: History) -> anyhow::Result<bool> {
+/// The session, then its teardown: whether the passes ended well (an error in one ends them),
+/// and whether the teardown did all it had to.
+async fn session(
+    settings: &Settings,
+    plan: Plan,
+    learned: Utf8PathBuf,
+    past: History,
+) -> anyhow::Result<(anyhow::Result<()>, bool)> {
     let root = crate::project_root();
-    let (tx, mut changes) = mpsc::unbounded_channel();
+    let (tx, changes) = mpsc::unbounded_channel();
     let (_watcher, watched) = watch(&plan.inputs(), root, tx)?;
     let quit = CancellationToken::new();
     on_ctrl_c(quit.clone(), "watch: stopping, then tearing down");
     let (target, schedule) = super::prepare(settings)?;
     let mut env = Environment::new(&plan);
-    let mut passes = 0;
-    let mut history = Some((learned, past));
-    while !quit.is_cancelled() {
-        let Some(stale) = env.stale(&plan) else {
-            eprintln!(
-                "watch: waiting for a change to {} ({} inputs; Ctrl-C ends and tears down)",
-                settings.service, watched
-            );
-            tokio::select! {
-                Some(paths) = changes.recv() => {
-                    eprintln!("watch: {} changed", shown(&paths, root));
-                    env.changed(&plan, &paths, root);
-                }
-                () = quit.cancelled() => {}
-            }
-            continue;
-        };
-        passes += 1;
-        let pass = plan.again(&stale, &env.vars)?;
-        let rerun: HashSet<String> = ids(&plan, &stale);
-        if passes > 1 {
-            eprintln!("watch: pass {passes} runs again {}", labels(&plan, &stale));
-        }
-        let cancel = quit.child_token();
-        let executor = Arc::new(RealExecutor::new(target.clone()));
-        let logs = settings.run_dir.join(if passes == 1 { "logs".to_owned() } else { format!("passes/{passes}/logs") });
-        let mut lines: Box<dyn progress::Progress> = if passes == 1 {
-            progress::for_stderr()
-        } else {
-            Box::new(Ends { out: Box::new(std::io::stderr()), tasks: rerun })
-        };
-        let running = execute(pass, executor.clone(), schedule, &logs, lines.as_mut(), cancel.clone());
-        tokio::pin!(running);
-        let mut during: Vec<Utf8PathBuf> = Vec::new();
-        let (pass, record) = loop {
-            tokio::select! {
-                ended = &mut running => break ended?,
-                Some(paths) = changes.recv() => {
-                    if !cancel.is_cancelled() {
-                        eprintln!("watch: {} changed: cancelling this pass", shown(&paths, root));
-                        cancel.cancel();
-                    }
-                    during.extend(paths);
-                }
-            }
-        };
-        env.passed(&plan, &pass, &record, executor.vars());
-        env.changed(&plan, &during, root);
-        let specs = specs_results(&settings.run_dir, &pass, &record);
-        if let Some((learned, past)) = history.take().filter(|_| passes == 1) {
-            // The first pass brings everything up, as a run does: its report, and what it teaches.
-            let whole = settings.spec_args.is_empty();
-            let usual = past.usual_total().filter(|_| whole);
-            learn(&learned, past, &pass, &record, whole);
-            let specs = specs.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
-            super::report(settings, &pass, &record, specs, usual)?;
-        }
-        let cancelled = !during.is_empty() || quit.is_cancelled();
-        eprintln!("{}", verdict(passes, &pass, &record, specs.as_ref().map(|(line, _, _)| line.as_str()), cancelled));
-    }
+    let session = Session { settings, plan: &plan, target: &target, schedule, root, watched, quit };
+    // Whatever ended the passes, what is up comes down.
+    let passes = session.passes(&mut env, changes, (learned, past)).await;
     let down = plan.down(&env.up, &env.vars)?;
     let executor = Arc::new(RealExecutor::new(target));
     let logs = settings.run_dir.join("teardown/logs");
@@ -123,8 +74,95 @@ async fn session(settings: &Settings, plan: Plan, learned: Utf8PathBuf, past: Hi
     if let Some(kept) = settings.cluster.backend().kept(settings.engine, &settings.namespace) {
         eprintln!("  {kept}");
     }
-    eprintln!("watch: {} passes; logs in {}", passes, settings.run_dir);
-    Ok(torn_down)
+    let passes = passes.map(|n| eprintln!("watch: {n} passes; logs in {}", settings.run_dir));
+    Ok((passes, torn_down))
+}
+
+/// What a session's passes share.
+struct Session<'a> {
+    settings: &'a Settings,
+    plan: &'a Plan,
+    target: &'a Target,
+    schedule: Schedule,
+    root: &'a Utf8Path,
+    /// How many inputs are watched.
+    watched: usize,
+    quit: CancellationToken,
+}
+
+impl Session<'_> {
+    /// Runs a pass whenever something is not up, until Ctrl-C; how many ran.
+    async fn passes(
+        &self,
+        env: &mut Environment,
+        mut changes: mpsc::UnboundedReceiver<Vec<Utf8PathBuf>>,
+        (learned, past): (Utf8PathBuf, History),
+    ) -> anyhow::Result<usize> {
+        let (settings, plan, root) = (self.settings, self.plan, self.root);
+        let mut passes = 0;
+        let mut history = Some((learned, past));
+        while !self.quit.is_cancelled() {
+            let Some(stale) = env.stale(plan) else {
+                eprintln!(
+                    "watch: waiting for a change to {} ({} inputs; Ctrl-C ends and tears down)",
+                    settings.service, self.watched
+                );
+                tokio::select! {
+                    Some(paths) = changes.recv() => {
+                        eprintln!("watch: {} changed", shown(&paths, root));
+                        env.changed(plan, &paths, root);
+                    }
+                    () = self.quit.cancelled() => {}
+                }
+                continue;
+            };
+            passes += 1;
+            let pass = plan.again(&stale, &env.vars)?;
+            if passes > 1 {
+                eprintln!("watch: pass {passes} runs again {}", labels(plan, &stale));
+            }
+            let cancel = self.quit.child_token();
+            let executor = Arc::new(RealExecutor::new(self.target.clone()));
+            let logs =
+                settings.run_dir.join(if passes == 1 { "logs".to_owned() } else { format!("passes/{passes}/logs") });
+            let mut lines: Box<dyn progress::Progress> = if passes == 1 {
+                progress::for_stderr()
+            } else {
+                Box::new(Ends { out: Box::new(std::io::stderr()), tasks: ids(plan, &stale) })
+            };
+            let running = execute(pass, executor.clone(), self.schedule, &logs, lines.as_mut(), cancel.clone());
+            tokio::pin!(running);
+            let mut during: Vec<Utf8PathBuf> = Vec::new();
+            let (pass, record) = loop {
+                tokio::select! {
+                    ended = &mut running => break ended?,
+                    Some(paths) = changes.recv() => {
+                        if !cancel.is_cancelled() {
+                            eprintln!("watch: {} changed: cancelling this pass", shown(&paths, root));
+                            cancel.cancel();
+                        }
+                        during.extend(paths);
+                    }
+                }
+            };
+            env.passed(plan, &pass, &record, executor.vars());
+            env.changed(plan, &during, root);
+            let specs = specs_results(&settings.run_dir, &pass, &record);
+            if let Some((learned, past)) = history.take().filter(|_| passes == 1) {
+                // The first pass brings everything up, as a run does: its report, and what it
+                // teaches.
+                let whole = settings.spec_args.is_empty();
+                let usual = past.usual_total().filter(|_| whole);
+                learn(&learned, past, &pass, &record, whole);
+                let specs = specs.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
+                super::report(settings, &pass, &record, specs, usual)?;
+            }
+            let cancelled = !during.is_empty() || self.quit.is_cancelled();
+            let line = specs.as_ref().map(|(line, _, _)| line.as_str());
+            eprintln!("{}", verdict(passes, &pass, &record, line, cancelled));
+        }
+        Ok(passes)
+    }
 }
 
 /// The ids of the tasks `marked` marks.
