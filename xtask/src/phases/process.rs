@@ -40,6 +40,18 @@ pub fn run_command(command: &Command, log: &Utf8Path, cancel: &CancellationToken
         .stdout(file.try_clone()?)
         .stderr(file)
         .process_group(0);
+    if command.interrupt {
+        // A command to interrupt must see SIGINT: one started from a shell's background job
+        // (`nohup ... &`, some CI runners) inherits it ignored, and a shell cannot trap a
+        // signal ignored when it started.
+        // SAFETY: between fork and exec only the async-signal-safe `signal` runs.
+        unsafe {
+            child.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+    }
     let mut child = child.spawn().with_context(|| format!("cannot start `{command}`"))?;
     let pgid = Pid::from_child(&child);
 

@@ -574,3 +574,23 @@ async fn with_one_build_slot_the_build_on_the_longer_path_starts_first() {
     let out = run_plan(tie, &[("first", Act::Sleep(20)), ("second", Act::Sleep(20))], Strategy::Dag, 1).await;
     assert!(out.span("first").0 < out.span("second").0);
 }
+
+#[test]
+fn a_command_to_interrupt_sees_sigint_even_when_the_xtask_ignores_it() {
+    // As under `nohup cargo xtask ... &`: SIGINT ignored here, and children inherit that.
+    // SAFETY: a disposition, set and put back; no test here sends this process SIGINT.
+    let before = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let dir = tempdir::TempDir::new();
+    let status = dir.path().join("status");
+    let script = format!("grep ^SigIgn /proc/self/status > {status}");
+    let ran = run_command(
+        &Command::new("sh", ["-c", &script]).interrupt_on_cancel(),
+        &dir.path().join("log"),
+        &CancellationToken::new(),
+    );
+    unsafe { libc::signal(libc::SIGINT, before) };
+    ran.unwrap();
+    let text = std::fs::read_to_string(&status).unwrap();
+    let ignored = u64::from_str_radix(text.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(ignored & (1 << (libc::SIGINT - 1)), 0, "the command inherited SIGINT ignored: {text}");
+}
