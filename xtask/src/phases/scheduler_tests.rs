@@ -302,7 +302,7 @@ async fn a_failure_cancels_siblings_and_kills_their_process_groups() {
         task("long-api", Kind::Api, 1, &[]),
         task("after", Kind::Api, 1, &["long-build"]),
     ];
-    // It fails once the grandchild is there (a fixed delay raced the shell's start when loaded).
+    // It fails once the grandchild is there, so no delay decides the order.
     let fail_when_started = format!("while [ ! -s {pidfile} ]; do sleep 0.01; done; exit 1");
     let acts = [
         ("doomed", Act::Spawn(Command::new("sh", ["-c", &fail_when_started]))),
@@ -530,8 +530,8 @@ async fn a_command_to_interrupt_gets_sigint_and_finishes_its_cleanup() {
     let dir = tempdir::TempDir::new();
     let (cleaned, ready) = (dir.path().join("cleaned"), dir.path().join("ready"));
     // Cleans up on SIGINT, after a moment: a child run tearing down its environment. It says
-    // when its trap is set, and only then does the other task fail and the run cancel it (a
-    // fixed delay raced the shell's start on a loaded machine: SIGINT came before the trap).
+    // when its trap is set, and only then does the other task fail and the run cancel it, so no
+    // delay decides the order.
     let script =
         format!("trap 'sleep 0.2; echo done > {cleaned}; exit 0' INT; touch {ready}; sleep 30 & wait; sleep 30");
     let fail_when_ready = format!("while [ ! -e {ready} ]; do sleep 0.01; done; exit 1");
