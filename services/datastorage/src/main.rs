@@ -34,7 +34,16 @@ async fn main() -> anyhow::Result<()> {
             let addr = runtime::listen_addr()?;
             tracing::info!(database = %config::describe(&opts), "starting datastorage");
             let pool = db::lazy_pool(opts);
-            runtime::serve(addr, http::router(pool, config::max_body_bytes()?), shutdown.requested()).await
+            // Terminating, the pod leaves the Service's endpoints at once, but each node's
+            // kube-proxy forgets it a moment later: until then it keeps serving, so a rollout
+            // drops no request (seen: a spec's request right after a rollout timed out).
+            let delay = Duration::from_secs(runtime::env_parse("SHUTDOWN_DELAY_SECONDS", 5u64)?);
+            let stop = async move {
+                shutdown.requested().await;
+                tracing::info!(?delay, "serving on while endpoints forget this pod");
+                tokio::time::sleep(delay).await;
+            };
+            runtime::serve(addr, http::router(pool, config::max_body_bytes()?), stop).await
         }
         Command::Migrate => {
             let timeout = Duration::from_secs(runtime::env_parse("MIGRATE_TIMEOUT_SECONDS", 120u64)?);
