@@ -32,11 +32,14 @@ impl Bucket {
         Self { tokens: f64::from(limit.burst), updated: now }
     }
 
-    /// Takes one token at `now`, or says how long until one is there.
+    /// Takes one token at `now`, or says how long until one is there. Requests reach it out of
+    /// order (each took its `now` before authentication, which can take a while): a `now`
+    /// earlier than the last refill adds nothing and moves nothing back, or that time would
+    /// refill twice.
     pub fn take(&mut self, limit: RateLimit, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
-        self.updated = now;
+        self.updated = self.updated.max(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -100,6 +103,21 @@ mod tests {
             assert_eq!(b.take(LIMIT, later), Ok(()));
         }
         assert!(b.take(LIMIT, later).is_err());
+    }
+
+    #[test]
+    fn a_request_checked_late_with_an_earlier_time_refills_nothing_twice() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(LIMIT, t0);
+        for _ in 0..3 {
+            assert_eq!(b.take(LIMIT, t0), Ok(()));
+        }
+        let (early, late) = (t0 + Duration::from_millis(500), t0 + Duration::from_millis(1000));
+        // The later request is checked first: 2 tokens refilled by then, one taken.
+        assert_eq!(b.take(LIMIT, late), Ok(()));
+        // The earlier one, checked after it, takes the other; the half second is not counted again.
+        assert_eq!(b.take(LIMIT, early), Ok(()));
+        assert_eq!(b.take(LIMIT, late), Err(Duration::from_millis(500)));
     }
 
     #[test]
