@@ -6,6 +6,7 @@
 //! skips a build whose tag exists.
 
 pub mod host;
+pub mod platform;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
