@@ -5,6 +5,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::builders::Engine;
+use crate::builders::auto::Requested;
 use crate::catalog::{Service, catalog};
 use crate::phases::Strategy;
 
@@ -269,6 +270,17 @@ pub struct E2e {
     /// Container engine that builds and saves images [default: docker if found, else podman].
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
+
+    /// How the binaries become images for the nodes' platform: `host` (cargo build here), `zig`
+    /// (cargo zigbuild for the nodes' target and the base image's glibc), `container` (compiled
+    /// inside the engine); `auto` takes the first that makes binaries the nodes run.
+    #[arg(long, value_enum, default_value_t = Requested::Auto)]
+    pub builder: Requested,
+
+    /// The image `--builder container` compiles in [default: $REMEDY_BUILDER_IMAGE, else
+    /// docker.io/library/rust:1-slim-bookworm].
+    #[arg(long, value_name = "IMAGE")]
+    pub builder_image: Option<String>,
 
     /// Where the environment runs: a fresh Kind cluster, or an existing cluster.
     #[arg(long, value_enum, default_value_t = ClusterMode::Kind)]

@@ -1211,3 +1211,39 @@ fn on_local_cluster_watch_reruns_what_an_edit_affects_until_ctrl_c_tears_down() 
     let left = processes_mentioning(scratch.0.to_str().unwrap());
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// `build-binaries`'s log of `run`.
+fn binaries_log(run: &Run) -> String {
+    std::fs::read_to_string(run.dir.join("logs/build-binaries.log")).unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the local cluster and cargo-zigbuild: run by cargo xtask test"]
+fn on_local_cluster_images_built_by_zig_pass_the_gateway_specs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("zig");
+    let args = on_existing(&["e2e", "gateway", "--builder", "zig"]);
+    let run = xtask(&args, &scratch.0.join("run"), &cluster_images());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.report["outcome"], "ok", "{}", run.stderr);
+    assert!(run.dir.join("junit.xml").exists(), "the specs ran: {}", run.stderr);
+    let log = binaries_log(&run);
+    assert!(log.contains("cargo zigbuild --locked --target x86_64-unknown-linux-gnu.2.36"), "{log}");
+    assert!(log.contains("2 binaries load with glibc 2.36 on amd64"), "{log}");
+}
+
+#[test]
+#[ignore = "needs the local cluster: run by cargo xtask test"]
+fn on_local_cluster_a_binary_the_base_image_cannot_load_stops_the_run_before_any_image() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("glibc");
+    // This machine's glibc is 2.36: its binaries need more than a base image with glibc 2.17.
+    let mut envs = cluster_images();
+    envs.push(("REMEDY_BASE_GLIBC", "2.17".to_owned()));
+    let run = xtask(&on_existing(&["e2e", "gateway", "--builder", "host"]), &scratch.0.join("run"), &envs);
+    assert_failed_with(&run, "build-binaries", "but the base image");
+    let error = run.task("build-binaries")["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("has glibc 2.17") && error.contains("--builder zig"), "{error}");
+    assert_eq!(run.task("build-image-gateway")["status"], "not_started", "an image was built: {}", run.stderr);
+    assert_clean(&run, "gateway");
+}

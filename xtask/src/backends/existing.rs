@@ -3,12 +3,16 @@
 //! cluster's container runtime (a single-node cluster on this host), or pushed to a registry
 //! the cluster pulls from.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use camino::{Utf8Path, Utf8PathBuf};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, CLUSTER, Delivery, Leftover, Registry};
-use crate::builders::Engine;
+use crate::builders::{Arch, Engine, platform};
 use crate::catalog::Exposed;
 use crate::phases::{Command, Kind, KubeOp, Phase, Task, When};
 
@@ -56,6 +60,23 @@ impl Backend for ExistingCluster {
 
     fn history_key(&self) -> String {
         if self.registry.is_some() { "existing-registry".to_owned() } else { "existing".to_owned() }
+    }
+
+    fn node_arch(&self, _engine: Engine) -> anyhow::Result<(Arch, String)> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let nodes = runtime.block_on(async {
+            let nodes: Api<Node> = Api::all(client(&self.kubeconfig).await?);
+            let params = ListParams::default();
+            let list = tokio::time::timeout(std::time::Duration::from_secs(10), nodes.list(&params));
+            anyhow::Ok(list.await.context("the API server did not answer within 10 s")??)
+        });
+        let nodes = nodes.with_context(|| format!("cannot list the nodes of {}", self.kubeconfig))?;
+        let platforms = nodes.items.iter().filter_map(|node| {
+            let info = node.status.as_ref()?.node_info.as_ref()?;
+            Some(format!("{}/{}", info.operating_system, info.architecture))
+        });
+        let arch = one_arch(platforms)?;
+        Ok((arch, "the nodes' status.nodeInfo".to_owned()))
     }
 
     fn cluster(&self, _exposed: &[Exposed], _engine: Engine) -> Task {
@@ -134,5 +155,48 @@ impl Backend for ExistingCluster {
             registry.answers()?;
         }
         Ok(())
+    }
+}
+
+/// A client of the cluster `kubeconfig` reaches.
+pub async fn client(kubeconfig: &Utf8Path) -> anyhow::Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {kubeconfig}"))?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The one architecture nodes of `platforms` (`linux/amd64`) share.
+fn one_arch(platforms: impl Iterator<Item = String>) -> anyhow::Result<Arch> {
+    let mut archs = Vec::new();
+    for platform in platforms {
+        let arch = platform::linux_arch(&platform).with_context(|| format!("a node {platform}"))?;
+        if !archs.contains(&arch) {
+            archs.push(arch);
+        }
+    }
+    match archs[..] {
+        [arch] => Ok(arch),
+        [] => bail!("the cluster has no node that says its platform"),
+        _ => bail!(
+            "the cluster's nodes run {}: images are built for one architecture; run on a cluster whose nodes share one",
+            archs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" and ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_must_share_one_architecture() {
+        let nodes = |p: &[&str]| one_arch(p.iter().map(|s| s.to_string()));
+        assert_eq!(nodes(&["linux/arm64", "linux/arm64"]).unwrap(), Arch::Arm64);
+        let mixed = nodes(&["linux/amd64", "linux/arm64"]).unwrap_err().to_string();
+        assert!(mixed.contains("amd64 and arm64"), "{mixed}");
+        assert!(nodes(&[]).is_err());
+        assert!(format!("{:#}", nodes(&["windows/amd64"]).unwrap_err()).contains("run Linux"));
     }
 }

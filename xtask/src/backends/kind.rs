@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use super::{Backend, CLUSTER, Delivery, Leftover};
-use crate::builders::Engine;
+use crate::builders::{Arch, Engine, platform};
 use crate::catalog::Exposed;
 use crate::phases::{Command, Kind, KubeOp, Phase, Step, Task, When};
 
@@ -156,6 +156,11 @@ impl Backend for KindCluster {
             Lifecycle::Shared => "shared",
         };
         format!("kind-{lifecycle}")
+    }
+
+    fn node_arch(&self, engine: Engine) -> anyhow::Result<(Arch, String)> {
+        // Kind's nodes are containers of the engine's server.
+        Ok((platform::engine_arch(engine)?, format!("the {} server's, where Kind's nodes run", engine.program())))
     }
 
     fn cluster(&self, exposed: &[Exposed], engine: Engine) -> Task {

@@ -17,7 +17,7 @@ pub use existing::ExistingCluster;
 pub use kind::{KindCluster, Lifecycle};
 pub use registry::Registry;
 
-use crate::builders::Engine;
+use crate::builders::{Arch, Engine};
 use crate::catalog::Exposed;
 use crate::phases::{Command, KubeOp, Task};
 
@@ -46,6 +46,8 @@ pub trait Backend {
     fn identity(&self) -> String;
     /// Which runs' durations are alike enough to learn from: `kind-fresh`, `existing`...
     fn history_key(&self) -> String;
+    /// The architecture the nodes run, and where that was learned ("the docker server's").
+    fn node_arch(&self, engine: Engine) -> anyhow::Result<(Arch, String)>;
     /// The [`CLUSTER`] task; `exposed` are the ports the specs will reach.
     fn cluster(&self, exposed: &[Exposed], engine: Engine) -> Task;
     /// A probe that succeeds when `image` is already where the cluster gets it.

@@ -69,6 +69,7 @@ impl Executor for BenchExecutor {
                 | Step::Write { .. }
                 | Step::Remove { .. }
                 | Step::Prune { .. }
+                | Step::Loadable { .. }
                 | Step::SkipIf(_)
                 | Step::OnlyIf(_)
                 | Step::Try(_)

@@ -1,18 +1,30 @@
-//! The host builder: one `cargo build` on this machine for every binary, then a thin image per
-//! binary (`services/<bin>/Dockerfile` copies it onto the base image). Right when the host is
-//! Linux on the nodes' architecture with a glibc no newer than the base image's.
+//! The host builder: one `cargo build` on this machine for every binary, each checked to load on
+//! the base image, then a thin image per binary (`services/<bin>/Dockerfile` copies it onto the
+//! base image). Right when the host is Linux on the nodes' architecture with a glibc no newer
+//! than the base image's.
 
-use super::{BuildCx, Engine, ImageBuilder, image_task, image_var, tag_var};
-use crate::phases::{Command, Kind, Phase, Task};
+use serde::{Deserialize, Serialize};
+
+use super::{BuildCx, Engine, ImageBuilder, Target, image_task, image_var, tag_var};
+use crate::phases::{Command, Kind, Phase, Step, Task};
 
 /// The task compiling every binary, which each image build waits for.
 pub const BINARIES: &str = "build-binaries";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host;
 
 impl ImageBuilder for Host {
     fn describe(&self, engine: Engine) -> String {
-        format!("host (cargo build on this machine, then {} build onto the base image)", engine.program())
+        format!(
+            "host (cargo build on this machine, each binary checked to load on the base image, then {} build onto it)",
+            engine.program()
+        )
+    }
+
+    fn preflight(&self, _engine: Engine, _target: &Target) -> anyhow::Result<()> {
+        // Whether this machine can build for the target is decided with the builder.
+        Ok(())
     }
 
     fn host_cargo(&self) -> Option<&'static str> {
@@ -20,39 +32,53 @@ impl ImageBuilder for Host {
     }
 
     fn tasks(&self, bins: &[&str], cx: &BuildCx<'_>) -> Vec<Task> {
-        let program = cx.engine.program();
-        let mut args = vec!["build", "--locked"];
-        for bin in bins {
-            args.extend(["--bin", bin]);
-        }
-        let mut tasks = vec![
-            Task::new(BINARIES, Phase::Images, Kind::Build)
-                .after(cx.after)
-                .estimate(60)
-                .inputs(cx.sources.iter().cloned())
-                .run(Command::new("cargo", args)),
-        ];
-        for &bin in bins {
-            let context = cx.run_dir.join("images").join(bin);
-            let image = cx.image(bin);
-            let base = format!("BASE_IMAGE={}", cx.base_image);
-            let dockerfile = format!("services/{bin}/Dockerfile");
-            let binary = format!("target/debug/{bin}");
-            let mut build = Task::new(image_task(bin), Phase::Images, Kind::Build)
-                .after(&[BINARIES])
-                .estimate(8)
-                .inputs([dockerfile.as_str()])
-                .tag(tag_var(bin), &[&binary, &dockerfile], &[&base])
-                .set(image_var(bin), &image)
-                .skip_if(cx.engine.has(&image));
-            if let Some(probe) = (cx.delivered)(&image) {
-                build = build.skip_if(probe);
-            }
-            tasks.push(build.copy(&binary, context.join(bin)).run(Command::new(
-                program,
-                ["build", "--tag", &image, "--build-arg", &base, "--file", &dockerfile, context.as_str()],
-            )));
-        }
-        tasks
+        onto_base(bins, cx, "host", "target/debug", vec!["build".to_owned(), "--locked".to_owned()])
     }
+}
+
+/// The tasks of a builder that compiles on this machine: `cargo <args> --bin <bin>...` (its
+/// binaries in `dir`), each binary checked to load on the base image for the target, then a
+/// thin image per binary.
+pub(super) fn onto_base(bins: &[&str], cx: &BuildCx<'_>, builder: &str, dir: &str, mut args: Vec<String>) -> Vec<Task> {
+    for bin in bins {
+        args.extend(["--bin".to_owned(), (*bin).to_owned()]);
+    }
+    let binaries: Vec<String> = bins.iter().map(|bin| format!("{dir}/{bin}")).collect();
+    let loadable = Step::Loadable {
+        binaries: binaries.iter().map(Into::into).collect(),
+        arch: cx.target.arch.to_string(),
+        glibc: cx.target.glibc.to_string(),
+        image: cx.base_image.to_owned(),
+    };
+    let mut tasks = vec![
+        Task::new(BINARIES, Phase::Images, Kind::Build)
+            .after(cx.after)
+            .estimate(60)
+            .inputs(cx.sources.iter().cloned())
+            .run(Command::new("cargo", args))
+            .step(loadable),
+    ];
+    let hashed = cx.hashed(builder);
+    let hashed: Vec<&str> = hashed.iter().map(String::as_str).collect();
+    let platform = cx.target.platform();
+    for (&bin, binary) in bins.iter().zip(&binaries) {
+        let context = cx.run_dir.join("images").join(bin);
+        let image = cx.image(bin);
+        let base = format!("BASE_IMAGE={}", cx.base_image);
+        let dockerfile = format!("services/{bin}/Dockerfile");
+        let mut build = Task::new(image_task(bin), Phase::Images, Kind::Build)
+            .after(&[BINARIES])
+            .estimate(8)
+            .inputs([dockerfile.as_str()])
+            .tag(tag_var(bin), &[binary, &dockerfile], &hashed)
+            .set(image_var(bin), &image)
+            .skip_if(cx.engine.has(&image));
+        if let Some(probe) = (cx.delivered)(&image) {
+            build = build.skip_if(probe);
+        }
+        let args = ["build", "--platform", &platform, "--tag", &image, "--build-arg", &base, "--file", &dockerfile];
+        let args = args.into_iter().chain([context.as_str()]);
+        tasks.push(build.copy(binary, context.join(bin)).run(Command::new(cx.engine.program(), args)));
+    }
+    tasks
 }

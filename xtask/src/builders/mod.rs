@@ -1,17 +1,25 @@
-//! How the binaries of an environment become images in the container engine. Each builder is
-//! one file implementing [`ImageBuilder`]; [`Builder`] says which one a run uses.
+//! How the binaries of an environment become images in the container engine, for the platform
+//! the cluster's nodes run. Each builder is one file implementing [`ImageBuilder`]; [`Builder`]
+//! says which one a run uses, and [`auto`] how `--builder auto` chooses it.
 //!
-//! Every builder tags an image with a content hash of what went into it, sets the run
-//! variables `TAG_<BIN>` and `IMAGE_<BIN>` (the whole reference) in `build-image-<bin>`, and
-//! skips a build whose tag exists.
+//! Every builder tags an image with a content hash of what went into it (the builder and the
+//! platform included), sets the run variables `TAG_<BIN>` and `IMAGE_<BIN>` (the whole
+//! reference) in `build-image-<bin>`, and skips a build whose tag exists.
 
+pub mod auto;
+pub mod container;
+pub mod elf;
 pub mod host;
 pub mod platform;
+pub mod zig;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+pub use container::Container;
 pub use host::Host;
+pub use platform::{Arch, Glibc};
+pub use zig::Zig;
 
 use crate::phases::{Command, Task};
 
@@ -104,6 +112,8 @@ pub fn image_var(bin: &str) -> String {
 /// What a builder needs to know of the run.
 pub struct BuildCx<'a> {
     pub engine: Engine,
+    /// What the images are built for.
+    pub target: &'a Target,
     /// Build contexts go under `<run dir>/images/<bin>`.
     pub run_dir: &'a Utf8Path,
     /// Images are named `<image repo>/<bin>:<content hash>`.
@@ -123,12 +133,39 @@ impl BuildCx<'_> {
     pub fn image(&self, bin: &str) -> String {
         format!("{}/{bin}:${{{}}}", self.image_repo, tag_var(bin))
     }
+
+    /// The strings every image's content hash includes besides its files: what it is built
+    /// onto, for which platform and by which builder.
+    pub fn hashed(&self, builder: &str) -> Vec<String> {
+        vec![
+            format!("BASE_IMAGE={}", self.base_image),
+            format!("platform={}", self.target.platform()),
+            format!("builder={builder}"),
+        ]
+    }
+}
+
+/// What the images must run on: the nodes' architecture and the base image's glibc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub arch: Arch,
+    pub glibc: Glibc,
+}
+
+impl Target {
+    /// `linux/<arch>`, as `--platform` takes it.
+    pub fn platform(&self) -> String {
+        format!("linux/{}", self.arch)
+    }
 }
 
 /// One way of building images.
 pub trait ImageBuilder {
     /// What `--plan` says of it.
     fn describe(&self, engine: Engine) -> String;
+    /// What it needs besides the programs its tasks run, with the install command for each
+    /// that is missing.
+    fn preflight(&self, engine: Engine, target: &Target) -> anyhow::Result<()>;
     /// The task that runs cargo on this machine, if one does: the specs' compile waits for it,
     /// since cargo builds one thing at a time anyway.
     fn host_cargo(&self) -> Option<&'static str>;
@@ -138,16 +175,73 @@ pub trait ImageBuilder {
 }
 
 /// The builder a run uses; each variant is one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Builder {
-    Host,
+    Host(Host),
+    Zig(Zig),
+    Container(Container),
 }
 
 impl Builder {
-    pub fn get(self) -> &'static dyn ImageBuilder {
+    pub fn get(&self) -> &dyn ImageBuilder {
         match self {
-            Builder::Host => &Host,
+            Builder::Host(host) => host,
+            Builder::Zig(zig) => zig,
+            Builder::Container(container) => container,
+        }
+    }
+
+    /// Its `--builder` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Builder::Host(_) => "host",
+            Builder::Zig(_) => "zig",
+            Builder::Container(_) => "container",
+        }
+    }
+}
+
+/// Where a [`Target`]'s architecture and glibc were learned, as `--plan` says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Learned {
+    pub arch: String,
+    pub glibc: String,
+}
+
+/// How a run builds its images, and why: resolved once, before planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub builder: Builder,
+    pub target: Target,
+    pub learned: Learned,
+    /// Why this builder.
+    pub why: String,
+}
+
+impl Build {
+    /// What `--plan` says: the platform and where it was learned, the builder and why.
+    pub fn describe(&self, engine: Engine, base_image: &str) -> String {
+        format!(
+            "platform: {} ({})\nbase image: {base_image}, glibc {} ({})\nbuilder: {}, because {}\n  {}",
+            self.target.platform(),
+            self.learned.arch,
+            self.target.glibc,
+            self.learned.glibc,
+            self.builder.name(),
+            self.why,
+            self.builder.get().describe(engine)
+        )
+    }
+
+    /// The host builder for Linux on amd64 onto Debian bookworm: what the bench, the tests and
+    /// pre-push plan with.
+    pub fn default_host() -> Build {
+        Build {
+            builder: Builder::Host(Host),
+            target: Target { arch: Arch::Amd64, glibc: Glibc::new(2, 36) },
+            learned: Learned { arch: "assumed".to_owned(), glibc: "assumed".to_owned() },
+            why: "the default".to_owned(),
         }
     }
 }

@@ -62,14 +62,14 @@ pub fn run(flags: &flags::E2e, cwd: &Utf8Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let exposed = catalog().exposed();
-    let backend: &dyn Backend = match (&shared, runs.first()) {
-        (Some(kind), _) => kind,
-        (None, Some((_, first))) => first.cluster.backend(),
-        (None, None) => bail!("no service is declared"),
+    let Some((_, first)) = runs.first() else { bail!("no service is declared") };
+    let backend: &dyn Backend = match &shared {
+        Some(kind) => kind,
+        None => first.cluster.backend(),
     };
     // Before anything is made: a missing tool or a busy port leaves nothing behind.
     super::collect_garbage();
-    super::preflight::check(&plan, engine, backend, &exposed)?;
+    super::preflight::check(&plan, engine, &first.build, backend, &exposed)?;
     let leftovers = shared.as_ref().map(|kind| kind.leftovers(engine, "", &run_id)).unwrap_or_default();
     let registration = super::gc::Registration::new(&run_id, &dir, leftovers)?;
     let target =

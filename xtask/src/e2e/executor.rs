@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::{kube, prune};
+use crate::builders::{Arch, Glibc, elf};
 use crate::phases::{Cancelled, Command, Executor, KubeOp, Outcome, Step, Task, TaskCx, log_line, run_command};
 
 /// How long CRDs get to become Established.
@@ -214,6 +215,14 @@ impl Executor for RealExecutor {
                         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
                     }
                     std::fs::copy(from, to).with_context(|| format!("cannot copy {from} to {to}"))?;
+                }
+                Step::Loadable { binaries, arch, glibc, image } => {
+                    let arch = Arch::parse(arch).with_context(|| format!("unknown architecture {arch}"))?;
+                    let glibc = Glibc::parse(glibc).with_context(|| format!("malformed glibc version {glibc}"))?;
+                    for binary in binaries {
+                        elf::check(binary, arch, glibc, image)?;
+                    }
+                    log_line(&cx.log, &format!("{} binaries load with glibc {glibc} on {arch}", binaries.len()))?;
                 }
                 Step::Prune { program, images, keep, node } => {
                     let images = images.iter().map(|i| self.expand(i)).collect::<anyhow::Result<Vec<_>>>()?;

@@ -13,11 +13,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use kube::runtime::wait::{self, Condition, await_condition, conditions};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::phases::Workload;
 
@@ -55,13 +54,7 @@ impl<T> Explain<T> for Result<T, kube::Error> {
 }
 
 /// A client for the cluster of `kubeconfig`, never the user's default config.
-pub async fn client(kubeconfig: &Utf8Path) -> anyhow::Result<Client> {
-    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("invalid kubeconfig {kubeconfig}"))?;
-    Ok(Client::try_from(config)?)
-}
+pub use crate::backends::existing::client;
 
 pub async fn server_version(client: &Client) -> anyhow::Result<String> {
     let info = client.apiserver_version().await.explain(|| "the API server does not answer".to_owned())?;

@@ -127,7 +127,7 @@ fn run_one(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     collect_garbage();
-    preflight::check(&plan, settings.engine, settings.cluster.backend(), &service.exposed())?;
+    preflight::check(&plan, settings.engine, &settings.build, settings.cluster.backend(), &service.exposed())?;
     let backend = settings.cluster.backend();
     let leftovers = backend.leftovers(settings.engine, &settings.namespace, &settings.run_id);
     let registration = gc::Registration::new(&settings.run_id, &settings.run_dir, leftovers)?;
@@ -149,10 +149,10 @@ fn describe(settings: &Settings, plan: &Plan) -> String {
     let engine = settings.engine.program();
     let found = if which::which(engine).is_ok() { "" } else { " (not found on PATH)" };
     format!(
-        "cluster: {}, namespace {}\nengine: {engine}{found}; builder: {}\nimage delivery: {}\nreport in {}\n\n{}",
+        "cluster: {}, namespace {}\nengine: {engine}{found}\n{}\nimage delivery: {}\nreport in {}\n\n{}",
         backend.describe(),
         settings.namespace,
-        settings.builder.get().describe(settings.engine),
+        settings.build.describe(settings.engine, &settings.images.base),
         backend.describe_delivery(),
         settings.run_dir,
         plan.describe(settings.strategy, settings.jobs)

@@ -148,6 +148,7 @@ impl Env<'_> {
         let delivered = |image: &str| self.backend.delivered(image);
         let cx = BuildCx {
             engine: s.engine,
+            target: &s.build.target,
             run_dir: &s.run_dir,
             image_repo: &image_repo,
             base_image: &s.images.base,
@@ -156,7 +157,7 @@ impl Env<'_> {
             delivered: &delivered,
         };
         // Each image's delivery right after its build, so the plan reads in the order things happen.
-        for task in s.builder.get().tasks(bins, &cx) {
+        for task in s.build.builder.get().tasks(bins, &cx) {
             let image = bins.iter().find(|bin| task.id == image_task(bin));
             self.add(task.stage(stage::IMAGES_AND_INFRA));
             let Some(&bin) = image else { continue };
@@ -301,7 +302,7 @@ impl Env<'_> {
         // builder's cargo, if it runs one here: cargo builds one thing at a time anyway.
         let mut build = vec!["nextest", "run", "--no-run"];
         build.extend(suite_args);
-        let cargo: Vec<&str> = s.builder.get().host_cargo().into_iter().collect();
+        let cargo: Vec<&str> = s.build.builder.get().host_cargo().into_iter().collect();
         self.add(
             Task::new(ids::BUILD_SPECS, Phase::Tests, Kind::Build)
                 .after(&cargo)

@@ -6,7 +6,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backends::{Cluster, ExistingCluster, KindCluster, Lifecycle, Registry};
-use crate::builders::{Builder, Engine};
+use crate::builders::auto::{self, Facts};
+use crate::builders::platform::{self, Machine};
+use crate::builders::{Arch, Build, Engine, Learned, Target, container, zig};
 use crate::catalog::Service;
 use crate::flags::{self, ClusterMode};
 use crate::phases::{Strategy, default_jobs};
@@ -22,7 +24,8 @@ pub struct Settings {
     pub cluster: Cluster,
     /// This machine's container engine.
     pub engine: Engine,
-    pub builder: Builder,
+    /// How the images are built, and for what.
+    pub build: Build,
     pub images: Images,
     /// Where the manifests are read from.
     pub manifests: Utf8PathBuf,
@@ -81,7 +84,7 @@ impl Settings {
             namespace: format!("remedy-{service}-{}", suffix(run_id)),
             cluster,
             engine: Engine::Docker,
-            builder: Builder::Host,
+            build: Build::default_host(),
             images: Images::default(),
             manifests: crate::project_root().join("test/manifests"),
             wait_timeout_secs: 180,
@@ -175,6 +178,7 @@ impl Settings {
         }
         s.engine = flags.engine.or_else(Engine::detect).unwrap_or(Engine::Docker);
         s.images = Images::from_env();
+        s.build = build(flags, &s.cluster, s.engine, &s.images.base)?;
         if let Some(dir) = &flags.manifests {
             s.manifests = cwd.join(dir);
         }
@@ -188,6 +192,32 @@ impl Settings {
         s.keep_images = flags.keep_images.0;
         Ok(s)
     }
+}
+
+/// How the images are built: for the architecture the backend's nodes run (assumed this
+/// machine's when that cannot be asked), onto the base image's glibc, by the builder `--builder`
+/// asks for or `auto` chooses.
+fn build(flags: &flags::E2e, cluster: &Cluster, engine: Engine, base: &str) -> anyhow::Result<Build> {
+    let machine = Machine::this();
+    let (arch, learned) = cluster
+        .backend()
+        .node_arch(engine)
+        .unwrap_or_else(|err| (machine.arch.unwrap_or(Arch::Amd64), format!("assumed this machine's, as {err}")));
+    let (glibc, glibc_learned) = platform::base_glibc(engine, base, arch)?;
+    let builder_image = match &flags.builder_image {
+        Some(image) => image.clone(),
+        None => std::env::var("REMEDY_BUILDER_IMAGE").unwrap_or_else(|_| container::DEFAULT_IMAGE.to_owned()),
+    };
+    let facts = Facts {
+        rust_std: zig::tools::rust_std(&arch.linux_gnu()),
+        zigbuild: zig::tools::zigbuild(),
+        machine,
+        target: Target { arch, glibc },
+        learned: Learned { arch: learned, glibc: glibc_learned },
+        engine,
+        builder_image,
+    };
+    auto::decide(flags.builder, &facts)
 }
 
 /// `--cluster-name`, or `<prefix>` for a reused cluster (so the next run finds it), or

@@ -323,6 +323,14 @@ pub enum Step {
         keep: usize,
         node: Option<String>,
     },
+    /// Fail unless each of `binaries` can run on the base image `image`: a Linux ELF for the
+    /// architecture `arch` (`amd64`) whose glibc needs are at most `glibc` (`2.36`).
+    Loadable {
+        binaries: Vec<Utf8PathBuf>,
+        arch: String,
+        glibc: String,
+        image: String,
+    },
 }
 
 impl Step {
@@ -339,7 +347,7 @@ impl Step {
         match self {
             Step::Run(cmd) | Step::SkipIf(cmd) | Step::OnlyIf(cmd) | Step::Try(cmd) => cmd.reads().collect(),
             Step::Kube(KubeOp::Apply { reads, .. }) => reads.iter().map(String::as_str).collect(),
-            Step::Kube(_) | Step::Copy { .. } | Step::Remove { .. } => Vec::new(),
+            Step::Kube(_) | Step::Copy { .. } | Step::Remove { .. } | Step::Loadable { .. } => Vec::new(),
             Step::Write { text, .. } => placeholders(text).collect(),
             Step::Set { value, .. } | Step::SkipIfStamped { value, .. } | Step::Stamp { value, .. } => {
                 placeholders(value).collect()
@@ -383,6 +391,14 @@ impl fmt::Display for Step {
             Step::Try(cmd) => write!(f, "$ {cmd} (a failure is no error)"),
             Step::SkipIfStamped { stamp, value } => write!(f, "cached if {stamp} holds {value}"),
             Step::Stamp { stamp, value } => write!(f, "write {value} to {stamp}"),
+            Step::Loadable { binaries, arch, glibc, image } => {
+                let binaries: Vec<&str> = binaries.iter().map(|b| b.as_str()).collect();
+                write!(
+                    f,
+                    "check that {} are Linux {arch} binaries that glibc {glibc} ({image}) loads",
+                    binaries.join(", ")
+                )
+            }
             Step::Prune { program, images, keep, node } => {
                 let repositories: Vec<&str> =
                     images.iter().map(|image| image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r)).collect();

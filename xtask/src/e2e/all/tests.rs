@@ -140,6 +140,8 @@ fn sample(flag: &str) -> (&'static [&'static str], bool) {
         "reuse-cluster" => (&[], true),
         "skip-unchanged-tests" => (&[], true),
         "cluster-name" => (&["mine"], true),
+        "builder" => (&["container"], true),
+        "builder-image" => (&["localhost/my/rust:1", "--builder", "container"], true),
         // The one this machine does not detect: the one it detects changes nothing.
         "engine" => (if Engine::detect() == Some(Engine::Podman) { &["docker"] } else { &["podman"] }, true),
         "cluster" => (&["existing", "--kubeconfig", "k.yaml"], true),
