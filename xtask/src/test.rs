@@ -39,8 +39,13 @@ impl flags::Test {
         let services = Infra::up(&sh, "test/local-services.sh", self.keep_up)?;
         step("cargo test (with PostgreSQL and Redis; the cluster smoke test brings up its own)", &mut || {
             ensure_installed(&sh, &TEST_PROGRAMS)?;
+            // A Debian trixie root, whose binaries the ELF check must refuse for bookworm.
+            let trixie = cmd!(sh, "bash test/trixie-root.sh").read().context("`test/trixie-root.sh` failed")?;
             let args = ["--include-ignored", "--skip", "on_local_cluster"];
-            Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}").envs(services.env.clone()).run()?)
+            Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}")
+                .envs(services.env.clone())
+                .envs(parse_exports(&trixie))
+                .run()?)
         });
 
         if !self.no_e2e {
@@ -56,13 +61,20 @@ impl flags::Test {
                         .run()?)
                 });
             }
-            step("xtask on the local cluster: Kind through a shim, podman, a registry, failures", &mut || {
-                ensure_installed(&sh, &XTASK_TEST_PROGRAMS)?;
-                let args = ["--include-ignored", "--test-threads", "1"];
-                Ok(cmd!(sh, "cargo test --locked --package xtask --test on_local_cluster -- {args...}")
-                    .envs(cluster.env.clone())
-                    .run()?)
-            });
+            step(
+                "xtask on the local cluster: Kind through a shim, podman, a registry, the builders, failures",
+                &mut || {
+                    ensure_installed(&sh, &XTASK_TEST_PROGRAMS)?;
+                    ensure_zigbuild(&sh)?;
+                    // For `--builder container`: no official Rust image can be pulled here.
+                    let builder = cmd!(sh, "bash test/builder-image.sh").envs(cluster.env.clone()).read()?;
+                    let args = ["--include-ignored", "--test-threads", "1"];
+                    Ok(cmd!(sh, "cargo test --locked --package xtask --test on_local_cluster -- {args...}")
+                        .envs(cluster.env.clone())
+                        .envs(parse_exports(&builder))
+                        .run()?)
+                },
+            );
         }
 
         eprintln!("\ntest steps:");
@@ -77,7 +89,8 @@ impl flags::Test {
 
 /// The programs the crates' tests run, from Debian's packages of the same names: chromium opens
 /// a failed run's report.html (xtask/tests/report_in_browser.rs).
-const TEST_PROGRAMS: [&str; 1] = ["chromium"];
+/// debootstrap makes the Debian trixie root of the ELF check's test.
+const TEST_PROGRAMS: [&str; 2] = ["chromium", "debootstrap"];
 
 /// The programs the xtask's own tests on the local cluster run besides docker, from Debian's
 /// packages of the same names: podman and runc for the podman tests, docker-registry (the CNCF
@@ -111,6 +124,20 @@ fn ensure_nextest(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo install --locked cargo-nextest")
         .run()
         .context("`cargo install --locked cargo-nextest` failed: install cargo-nextest (https://nexte.st)")
+}
+
+/// `--builder zig` runs cargo-zigbuild and zig: installed from PyPI when missing.
+fn ensure_zigbuild(sh: &Shell) -> anyhow::Result<()> {
+    if crate::builders::zig::tools::zigbuild() {
+        return Ok(());
+    }
+    cmd!(sh, "python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang")
+        .run()
+        .context("`pip install cargo-zigbuild ziglang` failed: install cargo-zigbuild and zig")?;
+    if !crate::builders::zig::tools::zigbuild() {
+        anyhow::bail!("pip installed cargo-zigbuild, but it is not on PATH: put pip's scripts directory on PATH");
+    }
+    Ok(())
 }
 
 /// A test dependency started by one of the scripts under test/ (`up`, `env`, `down`), stopped

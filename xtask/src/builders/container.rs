@@ -1,16 +1,16 @@
 //! The container builder: the binaries are compiled inside the engine, for the nodes' platform,
-//! by the multi-stage `services/Dockerfile.build` from a builder image (an official Rust image
-//! by default), with cache mounts for the cargo registry and the target directory so the next
-//! build is incremental. One `--target build` compiles every binary; each image's `--target
-//! <bin>` then finds that stage in the engine's build cache. Right on macOS, and wherever this
-//! machine cannot make binaries the nodes run.
+//! by `services/Dockerfile.build` from a builder image (an official Rust image by default), with
+//! cache mounts for the cargo registry and the target directory so the next build is
+//! incremental. One build compiles every binary and exports them here; each is checked and made
+//! into a thin image as the host builder's are. Right on macOS, and wherever this machine cannot
+//! make binaries the nodes run.
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use super::{BuildCx, Engine, ImageBuilder, Target, host::BINARIES, image_task, image_var, tag_var};
-use crate::phases::{Command, Kind, Phase, Task};
+use super::{BuildCx, Engine, ImageBuilder, Target, host};
+use crate::phases::{Command, Task};
 
 /// The multi-stage Dockerfile, its context the workspace.
 pub const DOCKERFILE: &str = "services/Dockerfile.build";
@@ -28,8 +28,8 @@ pub struct Container {
 impl ImageBuilder for Container {
     fn describe(&self, engine: Engine) -> String {
         format!(
-            "container (cargo build inside {} from {}, {DOCKERFILE}, with cached registry and target directory; \
-             then an image per binary from that stage)",
+            "container (cargo build inside {} from {} by {DOCKERFILE}, the registry and target directory cached \
+             in the engine; each binary exported, checked, and built onto the base image)",
             engine.program(),
             self.image
         )
@@ -37,22 +37,21 @@ impl ImageBuilder for Container {
 
     fn preflight(&self, engine: Engine, _target: &Target) -> anyhow::Result<()> {
         let sh = Shell::new()?;
-        let version = |format: &str| {
-            let program = engine.program();
-            cmd!(sh, "{program} version --format {format}").quiet().ignore_stderr().read().unwrap_or_default()
-        };
+        let program = engine.program();
+        let format = "{{.Client.Version}}";
+        let client = cmd!(sh, "{program} version --format {format}").quiet().ignore_stderr().read().unwrap_or_default();
         match engine {
             Engine::Docker => {
                 let buildx = cmd!(sh, "docker buildx version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
-                if !buildkit(&version("{{.Client.Version}}"), buildx) {
+                if !buildkit(&client, buildx) {
                     bail!(
-                        "docker's BuildKit (the buildx plugin) is not installed, and the container builder needs its cache \
-                         mounts: install it (Debian: apt-get install docker-buildx; Docker Desktop has it)"
+                        "docker {client} builds with BuildKit only through the buildx plugin, which is not installed, \
+                         and the container builder needs BuildKit's cache mounts: install buildx (Debian: apt-get \
+                         install docker-buildx; Docker Desktop has it), or pass --builder zig"
                     );
                 }
             }
             Engine::Podman => {
-                let client = version("{{.Client.Version}}");
                 if major(&client).is_some_and(|m| m < 4) {
                     bail!("podman {client} cannot mount build caches: install podman >= 4, or pass --builder zig");
                 }
@@ -62,57 +61,32 @@ impl ImageBuilder for Container {
     }
 
     fn host_cargo(&self) -> Option<&'static str> {
+        // The engine compiles; cargo here is free for the specs.
         None
     }
 
     fn tasks(&self, bins: &[&str], cx: &BuildCx<'_>) -> Vec<Task> {
-        let program = cx.engine.program();
         let platform = cx.target.platform();
-        let build_args = [
+        let dir = format!("target/container/linux-{}", cx.target.arch);
+        let mut build = Command::new(cx.engine.program(), ["build", "--platform", &platform]).args([
+            "--target".to_owned(),
+            "export".to_owned(),
+            "--output".to_owned(),
+            format!("type=local,dest={dir}"),
+            "--build-arg".to_owned(),
             format!("BUILDER_IMAGE={}", self.image),
-            format!("BASE_IMAGE={}", cx.base_image),
-            // The same for every image, so each one's build stage is the cached one.
+            "--build-arg".to_owned(),
             format!("BINS={}", bins.join(" ")),
-        ];
-        let build = |target: &str, tag: Option<&str>| {
-            let mut args = vec!["build".to_owned(), "--platform".to_owned(), platform.clone()];
-            args.extend(["--target".to_owned(), target.to_owned()]);
-            args.extend(tag.into_iter().flat_map(|tag| ["--tag".to_owned(), tag.to_owned()]));
-            args.extend(build_args.iter().flat_map(|arg| ["--build-arg".to_owned(), arg.clone()]));
-            args.extend(["--file".to_owned(), DOCKERFILE.to_owned(), ".".to_owned()]);
-            let cmd = Command::new(program, args);
-            match cx.engine {
-                Engine::Docker => cmd.env("DOCKER_BUILDKIT", "1"),
-                Engine::Podman => cmd,
-            }
-        };
-        let mut tasks = vec![
-            Task::new(BINARIES, Phase::Images, Kind::Build)
-                .after(cx.after)
-                .estimate(120)
-                .inputs(cx.sources.iter().cloned())
-                .inputs([DOCKERFILE])
-                .run(build("build", None)),
-        ];
-        let mut hashed = cx.hashed("container");
-        hashed.push(format!("BUILDER_IMAGE={}", self.image));
-        let hashed: Vec<&str> = hashed.iter().map(String::as_str).collect();
-        let mut files: Vec<&str> = cx.sources.iter().map(|p| p.as_str()).collect();
-        files.push(DOCKERFILE);
-        for &bin in bins {
-            let image = cx.image(bin);
-            let mut task = Task::new(image_task(bin), Phase::Images, Kind::Build)
-                .after(&[BINARIES])
-                .estimate(5)
-                .tag(tag_var(bin), &files, &hashed)
-                .set(image_var(bin), &image)
-                .skip_if(cx.engine.has(&image));
-            if let Some(probe) = (cx.delivered)(&image) {
-                task = task.skip_if(probe);
-            }
-            tasks.push(task.run(build(bin, Some(&image))));
+            "--file".to_owned(),
+            DOCKERFILE.to_owned(),
+            ".".to_owned(),
+        ]);
+        if cx.engine == Engine::Docker {
+            // docker before 23 builds with BuildKit only when asked; later ones always do.
+            build = build.env("DOCKER_BUILDKIT", "1");
         }
-        tasks
+        let compile = host::compile(cx, 120).inputs([DOCKERFILE]).run(build);
+        host::onto_base(bins, cx, &format!("container {}", self.image), &dir, compile)
     }
 }
 

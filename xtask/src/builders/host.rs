@@ -32,17 +32,28 @@ impl ImageBuilder for Host {
     }
 
     fn tasks(&self, bins: &[&str], cx: &BuildCx<'_>) -> Vec<Task> {
-        onto_base(bins, cx, "host", "target/debug", vec!["build".to_owned(), "--locked".to_owned()])
+        let cargo = Command::new("cargo", ["build", "--locked"]).args(bin_args(bins));
+        onto_base(bins, cx, "host", "target/debug", compile(cx, 60).run(cargo))
     }
 }
 
-/// The tasks of a builder that compiles on this machine: `cargo <args> --bin <bin>...` (its
-/// binaries in `dir`), each binary checked to load on the base image for the target, then a
-/// thin image per binary.
-pub(super) fn onto_base(bins: &[&str], cx: &BuildCx<'_>, builder: &str, dir: &str, mut args: Vec<String>) -> Vec<Task> {
-    for bin in bins {
-        args.extend(["--bin".to_owned(), (*bin).to_owned()]);
-    }
+/// `--bin <bin>` for each of `bins`.
+pub(super) fn bin_args<'a>(bins: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
+    bins.iter().flat_map(|bin| ["--bin".to_owned(), (*bin).to_owned()])
+}
+
+/// The task that compiles every binary (its steps still to add), from the sources of `cx`.
+pub(super) fn compile(cx: &BuildCx<'_>, estimate: u64) -> Task {
+    Task::new(BINARIES, Phase::Images, Kind::Build)
+        .after(cx.after)
+        .estimate(estimate)
+        .inputs(cx.sources.iter().cloned())
+}
+
+/// The tasks of a builder whose `compile` task leaves every binary in `dir` on this machine: it,
+/// with each binary then checked to load on the base image for the target, and a thin image per
+/// binary.
+pub(super) fn onto_base(bins: &[&str], cx: &BuildCx<'_>, builder: &str, dir: &str, compile: Task) -> Vec<Task> {
     let binaries: Vec<String> = bins.iter().map(|bin| format!("{dir}/{bin}")).collect();
     let loadable = Step::Loadable {
         binaries: binaries.iter().map(Into::into).collect(),
@@ -50,14 +61,7 @@ pub(super) fn onto_base(bins: &[&str], cx: &BuildCx<'_>, builder: &str, dir: &st
         glibc: cx.target.glibc.to_string(),
         image: cx.base_image.to_owned(),
     };
-    let mut tasks = vec![
-        Task::new(BINARIES, Phase::Images, Kind::Build)
-            .after(cx.after)
-            .estimate(60)
-            .inputs(cx.sources.iter().cloned())
-            .run(Command::new("cargo", args))
-            .step(loadable),
-    ];
+    let mut tasks = vec![compile.step(loadable)];
     let hashed = cx.hashed(builder);
     let hashed: Vec<&str> = hashed.iter().map(String::as_str).collect();
     let platform = cx.target.platform();

@@ -7,7 +7,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::{BuildCx, Engine, ImageBuilder, Target, host};
-use crate::phases::Task;
+use crate::phases::{Command, Task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Zig;
@@ -38,8 +38,9 @@ impl ImageBuilder for Zig {
 
     fn tasks(&self, bins: &[&str], cx: &BuildCx<'_>) -> Vec<Task> {
         let triple = cx.target.arch.linux_gnu();
-        let args = ["zigbuild", "--locked", "--target", &format!("{triple}.{}", cx.target.glibc)].map(String::from);
-        host::onto_base(bins, cx, "zig", &format!("target/{triple}/debug"), args.into())
+        let pinned = format!("{triple}.{}", cx.target.glibc);
+        let cargo = Command::new("cargo", ["zigbuild", "--locked", "--target", &pinned]).args(host::bin_args(bins));
+        host::onto_base(bins, cx, "zig", &format!("target/{triple}/debug"), host::compile(cx, 90).run(cargo))
     }
 }
 

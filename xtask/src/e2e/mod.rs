@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use tokio_util::sync::CancellationToken;
 
+use crate::builders::Builder;
 use crate::catalog::catalog;
 use crate::envs::{self, Settings, ids};
 use crate::flags::{self, Selection};
@@ -75,6 +76,16 @@ fn history_path(name: &str, key: &str) -> Utf8PathBuf {
     dir.join(format!("{name}-{key}.json"))
 }
 
+/// Which runs of a single environment are alike enough to learn durations from: on the same
+/// kind of cluster, built by the same builder (the host builder's key is the cluster's alone).
+fn history_key(settings: &Settings) -> String {
+    let cluster = settings.cluster.backend().history_key();
+    match &settings.build.builder {
+        Builder::Host(_) => cluster,
+        other => format!("{cluster}-{}", other.name()),
+    }
+}
+
 /// The history at `path`; a corrupt or foreign one is said and set aside.
 fn history(path: &Utf8Path) -> History {
     let (history, warning) = History::load(path);
@@ -114,7 +125,7 @@ enum Mode {
 fn run_one(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     let service = catalog().get(&settings.service).with_context(|| format!("unknown service {}", settings.service))?;
     let mut plan = envs::plan(service, &settings)?;
-    let learned = history_path(&service.name, &settings.cluster.backend().history_key());
+    let learned = history_path(&service.name, &history_key(&settings));
     let past = history(&learned);
     plan.expect_from(&past);
     if mode == Mode::Plan {

@@ -116,6 +116,12 @@ impl Command {
         }
     }
 
+    /// With `args` after its own.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Command {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Command {
         self.env.push((key.into(), value.into()));
         self
