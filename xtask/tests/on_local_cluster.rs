@@ -1247,3 +1247,54 @@ fn on_local_cluster_a_binary_the_base_image_cannot_load_stops_the_run_before_any
     assert_eq!(run.task("build-image-gateway")["status"], "not_started", "an image was built: {}", run.stderr);
     assert_clean(&run, "gateway");
 }
+
+#[test]
+#[ignore = "needs the local cluster and a builder image (test/builder-image.sh): run by cargo xtask test"]
+fn on_local_cluster_images_compiled_in_the_engine_pass_the_gateway_specs_and_rebuild_incrementally() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("container");
+    let builder = std::env::var("REMEDY_BUILDER_IMAGE")
+        .expect("REMEDY_BUILDER_IMAGE is not set: make one with `eval \"$(bash test/builder-image.sh)\"`");
+    // A copy of the workspace, so that the second run can see a changed gateway.
+    let copy = workspace_copy();
+    let main_rs = copy.join("services/gateway/src/main.rs");
+    let original = std::fs::read_to_string(&main_rs).unwrap();
+    let edited = original.replace("\"starting gateway\"", "\"starting gateway, edited by the container builder test\"");
+    assert_ne!(edited, original, "the line the test edits is gone from services/gateway/src/main.rs");
+    let _restore = Restore(main_rs.clone(), original.clone());
+    // Docker's own client here (/usr/local/bin, 28.x) builds with BuildKit only through buildx,
+    // which this machine lacks; Debian's (/usr/bin, 20.10) has it built in.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap());
+    let run = |name: &str| {
+        let args = on_existing(&["e2e", "gateway", "--builder", "container", "--builder-image", &builder]);
+        let dir = scratch.0.join(name);
+        let mut cmd = command(&args, &dir, &cluster_images());
+        cmd.current_dir(&copy).env("CARGO_MANIFEST_DIR", copy.join("xtask")).env("PATH", &path);
+        let started = std::time::Instant::now();
+        let run = finish(cmd.output().unwrap(), &dir);
+        assert_eq!(run.code, Some(0), "{name}: {}", run.stderr);
+        assert!(run.dir.join("junit.xml").exists(), "{name}: the specs ran: {}", run.stderr);
+        let compile = run.task("build-binaries")["duration_s"].as_f64().unwrap();
+        eprintln!(
+            "{name} run: {:.0} s, of which compiling in the engine {compile:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        run
+    };
+    let first = run("first");
+    let log = binaries_log(&first);
+    assert!(log.contains("DOCKER_BUILDKIT=1 docker build --platform linux/amd64 --target export"), "{log}");
+    assert!(log.contains("2 binaries load with glibc 2.36 on amd64"), "{log}");
+
+    std::fs::write(&main_rs, &edited).unwrap();
+    let second = run("second");
+    let log = binaries_log(&second);
+    // Incremental: the changed crate is compiled again, its dependencies come from the cached
+    // target directory.
+    assert!(log.contains("Compiling gateway v"), "the changed gateway was not recompiled: {log}");
+    for unchanged in ["Compiling tokio v", "Compiling datastorage v", "Compiling serde v"] {
+        assert!(!log.contains(unchanged), "the second build ran `{unchanged}`: not incremental: {log}");
+    }
+    assert_eq!(second.task("build-image-datastorage")["status"], "cached", "datastorage's binary did not change");
+    assert_eq!(second.task("build-image-gateway")["status"], "ok", "gateway's image was not rebuilt");
+}
