@@ -181,6 +181,9 @@ pub fn glibc_from_ldd(output: &str) -> Option<Glibc> {
 pub fn engine_arch(engine: Engine) -> anyhow::Result<Arch> {
     let sh = Shell::new()?;
     let program = engine.program();
+    if which::which(program).is_err() {
+        bail!("{program} is not on PATH");
+    }
     let out = match engine {
         Engine::Docker => {
             let format = "{{.Server.Os}}/{{.Server.Arch}}";
