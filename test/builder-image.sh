@@ -51,16 +51,8 @@ case "$ENGINE" in
     *) fail "unknown engine '$ENGINE' -- pass --engine docker or --engine podman" ;;
 esac
 
-# The Debian mirror apt uses here (as test/local-cluster/cluster.sh picks it).
-debian_mirror() {
-    if [ -n "${REMEDY_DEBIAN_MIRROR:-}" ]; then echo "$REMEDY_DEBIAN_MIRROR"; return; fi
-    local m
-    m="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-    if [ -z "$m" ]; then
-        m="$(awk '$1=="deb" && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
-    fi
-    echo "${m:-http://deb.debian.org/debian}"
-}
+# shellcheck source=debian-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 
 command -v "$CLI" >/dev/null || fail "$CLI is not installed -- install it (Debian: apt-get install -y ${ENGINE/docker/docker.io}) or pass --engine"
 "$CLI" image ls >/dev/null 2>&1 \
@@ -68,10 +60,16 @@ command -v "$CLI" >/dev/null || fail "$CLI is not installed -- install it (Debia
 command -v rustc >/dev/null || fail "rustc not found -- install Rust with rustup"
 SYSROOT="$(rustc --print sysroot)"
 TOOLCHAIN="$(basename "$SYSROOT")"
-[ -x "$SYSROOT/bin/cargo" ] && [ -x "$SYSROOT/bin/rustc" ] \
-    || fail "$SYSROOT (rustc --print sysroot) has no bin/cargo and bin/rustc -- install a whole toolchain: rustup toolchain install stable"
+if [ ! -x "$SYSROOT/bin/cargo" ] || [ ! -x "$SYSROOT/bin/rustc" ]; then
+    fail "$SYSROOT (rustc --print sysroot) has no bin/cargo and bin/rustc -- install a whole toolchain: rustup toolchain install stable"
+fi
 CA=/etc/ssl/certs/ca-certificates.crt
 [ -s "$CA" ] || fail "$CA is missing -- apt-get install -y ca-certificates"
+
+# One at a time (CI's `cargo xtask test` and a developer may both run it): they share the root.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.builder-image.lock"
+flock -w 900 9 || fail "another test/builder-image.sh held $CACHE/.builder-image.lock for 15 min -- wait for it to finish, or end it"
 
 # The root's recipe: a cached root is used while it matches.
 MIRROR="$(debian_mirror)"
@@ -125,7 +123,7 @@ stage() {
     mkdir -p "$tc" "$STAGING/usr/local/cargo/bin"
     # What compiling needs: the compilers and the standard library (lib/rustlib also holds the
     # rust-lld that rustc links with), not share/ (docs, man pages) nor libexec/.
-    cp -al "$SYSROOT/bin" "$SYSROOT/lib" "$tc/" 2>/dev/null || { rm -rf "$tc"/*; cp -a "$SYSROOT/bin" "$SYSROOT/lib" "$tc/"; }
+    cp -al "$SYSROOT/bin" "$SYSROOT/lib" "$tc/" 2>/dev/null || { rm -rf "${tc:?}"/*; cp -a "$SYSROOT/bin" "$SYSROOT/lib" "$tc/"; }
     local b
     for b in "$tc"/bin/*; do
         ln -s "../../rustup/toolchains/$TOOLCHAIN/bin/$(basename "$b")" "$STAGING/usr/local/cargo/bin/$(basename "$b")"
@@ -147,11 +145,22 @@ import() {
             - "$IMAGE" 2>&1)" || fail "$CLI import failed: $(echo "$out" | tail -1) -- check free disk (df -h) and that $CLI works"
 }
 
+old="$("$CLI" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 log "making $IMAGE in $ENGINE: $(rustc --version) on bookworm ($LABEL=$hash)"
 timed "staging the root and $TOOLCHAIN" stage
 timed "$CLI import of $IMAGE ($(du -sh "$STAGING" 2>/dev/null | cut -f1))" import
 rm -rf "$STAGING"
-out="$("$CLI" run --rm "$IMAGE" sh -c 'cargo --version && rustc --version && cc --version | head -1' 2>&1)" \
-    || fail "$IMAGE does not run cargo: $(echo "$out" | tail -1) -- see $LOG and rerun"
+# The image this one replaces, unless something else still uses it.
+[ -z "$old" ] || "$CLI" rmi "$old" >/dev/null 2>&1 || true
+run_flags=()
+if [ "$ENGINE" = podman ] && [ -z "${CONTAINERS_CONF:-}" ]; then
+    # podman asks runc for rlimits above what a sandboxed VM lets a container set (EPERM on
+    # nofile, then nproc): ask for ones it may (as xtask/tests/on_local_cluster.rs does).
+    nproc="$(ulimit -Hu)"; [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
+    nofile="$(ulimit -Hn)"; [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ] && nofile=65536
+    run_flags=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+fi
+out="$("$CLI" run --rm "${run_flags[@]}" "$IMAGE" sh -c 'cargo --version && rustc --version && cc --version | head -1' 2>&1)" \
+    || fail "$IMAGE does not run cargo: $(echo "$out" | tail -1) -- try: $CLI run --rm ${run_flags[*]} $IMAGE cargo --version"
 log "$IMAGE: $(echo "$out" | tr '\n' ';')"
 echo "export REMEDY_BUILDER_IMAGE=$IMAGE"

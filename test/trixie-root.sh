@@ -12,16 +12,8 @@ log() { echo "trixie-root: $*" >&2; }
 # fail <cause and fix>: abort with one line.
 fail() { echo "trixie-root: FAILED: $*" >&2; exit 1; }
 
-# The Debian mirror apt uses here (as test/local-cluster/cluster.sh picks it).
-debian_mirror() {
-    if [ -n "${REMEDY_DEBIAN_MIRROR:-}" ]; then echo "$REMEDY_DEBIAN_MIRROR"; return; fi
-    local m
-    m="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-    if [ -z "$m" ]; then
-        m="$(awk '$1=="deb" && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
-    fi
-    echo "${m:-http://deb.debian.org/debian}"
-}
+# shellcheck source=debian-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 
 if [ ! -e "$ROOT/usr/bin/ls" ]; then
     [ "$(id -u)" = 0 ] || fail "debootstrap must run as root; rerun with sudo"

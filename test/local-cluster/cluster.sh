@@ -28,15 +28,8 @@ need_root() {
     [ "$(id -u)" = 0 ] || fail "must run as root (dockerd, kubelet and kube-proxy need it); rerun with sudo"
 }
 
-debian_mirror() {
-    if [ -n "${REMEDY_DEBIAN_MIRROR:-}" ]; then echo "$REMEDY_DEBIAN_MIRROR"; return; fi
-    local m
-    m="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-    if [ -z "$m" ]; then
-        m="$(awk '$1=="deb" && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
-    fi
-    echo "${m:-http://deb.debian.org/debian}"
-}
+# shellcheck source=../debian-mirror.sh
+source "$HERE/../debian-mirror.sh"
 
 # Installs missing Debian packages (by dpkg status).
 ensure_packages() {
