@@ -208,6 +208,16 @@ fn on_local_cluster_a_failing_image_build_stops_the_run() {
     let mut envs = cluster_images();
     envs.retain(|(k, _)| *k != "REMEDY_IMAGE_BASE");
     envs.push(("REMEDY_IMAGE_BASE", "remedy.invalid/no-such-base:0".into()));
+    // A base image whose glibc can be told neither from its name nor from the engine is
+    // refused before any work, with the fix.
+    let refused = xtask(&args, &scratch.0.join("refused"), &envs);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    let line = refused.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(line.contains("cannot tell the glibc of the base image remedy.invalid/no-such-base:0"), "{line}");
+    assert!(line.ends_with("set REMEDY_BASE_GLIBC, for example REMEDY_BASE_GLIBC=2.36"), "{line}");
+    assert!(!refused.dir.join("report.json").exists(), "work started: {}", refused.stderr);
+    // Given its glibc, the run gets as far as building onto it.
+    envs.push(("REMEDY_BASE_GLIBC", "2.36".into()));
     let run = xtask(&args, &scratch.0, &envs);
     assert_failed_with(&run, "build-image-datastorage", "docker build");
     assert_eq!(run.task("datastorage")["status"], "not_started");

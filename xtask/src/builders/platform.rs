@@ -230,7 +230,8 @@ pub fn base_glibc(engine: Engine, image: &str, arch: Arch) -> anyhow::Result<(Gl
     match ldd.ok().as_deref().and_then(glibc_from_ldd) {
         Some(glibc) => Ok((glibc, "its ldd --version".to_owned())),
         None => bail!(
-            "cannot tell the glibc of the base image {image} (not a known name, and `{program} run {image} ldd --version`              did not say): set REMEDY_BASE_GLIBC, for example REMEDY_BASE_GLIBC=2.36"
+            "cannot tell the glibc of the base image {image} (not a known name, and `{program} run {image} ldd \
+             --version` did not say): set REMEDY_BASE_GLIBC, for example REMEDY_BASE_GLIBC=2.36"
         ),
     }
 }
