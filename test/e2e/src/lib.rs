@@ -228,21 +228,20 @@ pub async fn scale(env: &Env, client: &kube::Client, app: &str, replicas: i32) {
     .await;
 }
 
-/// The audit events of one correlation id, from the environment's datastorage.
-pub async fn audit_events(env: &Env, correlation: &str) -> Vec<serde_json::Value> {
+/// The audit events of one correlation id, from the environment's datastorage; `None` when it
+/// did not answer (a spec may have stopped it), which is never to be read as "no events".
+pub async fn audit_events(env: &Env, correlation: &str) -> Option<Vec<serde_json::Value>> {
     let url = format!("{}/api/v1/audit/events", env.url("datastorage"));
     let query = [("correlation_id", correlation), ("limit", "1000")];
-    let Ok(response) = http().get(url).query(&query).send().await else {
-        return Vec::new();
-    };
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    body["events"].as_array().cloned().unwrap_or_default()
+    let response = http().get(url).query(&query).send().await.ok()?.error_for_status().ok()?;
+    let body: serde_json::Value = response.json().await.ok()?;
+    body["events"].as_array().cloned()
 }
 
 /// Waits until the correlation id has an audit event of `event_type`.
 pub async fn audit_event(env: &Env, correlation: &str, event_type: &str) -> serde_json::Value {
     eventually(&format!("audit event {event_type} for {correlation}"), Duration::from_secs(60), || async {
-        audit_events(env, correlation).await.into_iter().find(|e| e["event_type"] == event_type)
+        audit_events(env, correlation).await?.into_iter().find(|e| e["event_type"] == event_type)
     })
     .await
 }
