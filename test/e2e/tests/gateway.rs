@@ -1394,16 +1394,22 @@ mod resilience {
         let gw = Gw::get().await;
         let caller = gw.caller().await;
         // Other specs reading audit events meanwhile wait for it; they never meet a refusal.
-        // Down: no datastorage pod left at all. Endpoints alone are not enough: a terminating
-        // pod serves on for its SHUTDOWN_DELAY_SECONDS while kube-proxy forgets it, so a
-        // delivery could still reach it and the spec would pass without an outage.
+        // Down: every datastorage container has exited. Empty endpoints are not enough: a
+        // terminating pod serves on for its SHUTDOWN_DELAY_SECONDS while kube-proxy forgets it,
+        // so a delivery could still reach it and the spec pass without an outage. An exited pod
+        // may stay listed for seconds until the kubelet removes it; that wait would be for nothing.
         let deployments = Api::<Deployment>::namespaced(gw.client.clone(), &gw.env.namespace);
         let replicas = |n: i32| serde_json::json!({"spec": {"replicas": n}});
         deployments.patch("datastorage", &PatchParams::default(), &Patch::Merge(&replicas(0))).await.unwrap();
         let pods = Api::<Pod>::namespaced(gw.client.clone(), &gw.env.namespace);
         let datastorage = ListParams::default().labels("app.kubernetes.io/name=datastorage");
         let down = eventually_opt(Duration::from_secs(60), || async {
-            pods.list(&datastorage).await.ok()?.items.is_empty().then_some(())
+            let exited = |pod: &Pod| {
+                let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+                pod.metadata.deletion_timestamp.is_some()
+                    && statuses.into_iter().flatten().all(|c| c.state.as_ref().is_none_or(|s| s.running.is_none()))
+            };
+            pods.list(&datastorage).await.ok()?.items.iter().all(exited).then_some(())
         })
         .await;
         // Asserted once datastorage is back, so a failure never leaves it stopped.
@@ -1416,8 +1422,8 @@ mod resilience {
             None => None,
         };
         deployments.patch("datastorage", &PatchParams::default(), &Patch::Merge(&replicas(1))).await.unwrap();
-        let (health, during) = during.expect("the datastorage pod did not exit within 60 s");
-        assert!(health.is_err(), "datastorage answered with no pod behind it: {health:?}");
+        let (health, during) = during.expect("datastorage did not exit within 60 s");
+        assert!(health.is_err(), "datastorage answered with its containers exited: {health:?}");
         let (status, body) = during;
         assert_eq!(status, 201, "a signal was refused while datastorage was down: {body}");
         let correlation = rr_name(&body);
