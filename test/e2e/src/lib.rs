@@ -192,22 +192,27 @@ pub async fn rollout_restart(env: &Env, client: &kube::Client, app: &str) -> Vec
         if !rolled {
             return None;
         }
-        // A pod that has exited may stay listed until the kubelet gets round to removing it, and
-        // one deleted before its container started never runs one.
         let mut codes = Vec::new();
         for pod in pods.list(&selector).await.ok()?.items.iter().filter(|p| p.uid().is_some_and(|u| old.contains(&u))) {
-            pod.metadata.deletion_timestamp.as_ref()?;
-            for c in pod.status.as_ref()?.container_statuses.iter().flatten() {
-                let state = c.state.as_ref()?;
-                if state.running.is_some() {
-                    return None;
-                }
-                codes.extend(state.terminated.as_ref().map(|t| t.exit_code));
+            if !exited(pod) {
+                return None;
             }
+            let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+            let terminated = statuses.into_iter().flatten().filter_map(|c| c.state.as_ref()?.terminated.as_ref());
+            codes.extend(terminated.map(|t| t.exit_code));
         }
         Some(codes)
     })
     .await
+}
+
+/// Whether a pod is being deleted and none of its containers runs any more. Such a pod may stay
+/// listed for seconds until the kubelet gets round to removing it, and one deleted before its
+/// container started never runs one.
+pub fn exited(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    pod.metadata.deletion_timestamp.is_some()
+        && statuses.into_iter().flatten().all(|c| c.state.as_ref().is_none_or(|s| s.running.is_none()))
 }
 
 /// Scales a Deployment of the environment and waits until exactly `replicas` pods run and are

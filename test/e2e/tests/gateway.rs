@@ -1271,7 +1271,7 @@ mod resilience {
         Api,
         api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
     };
-    use remedy_e2e::{audit_events, eventually, http, rollout_restart};
+    use remedy_e2e::{audit_events, eventually, exited, http, rollout_restart};
     use serde_json::Value;
 
     use crate::fixture::{Gw, alert, eventually_opt, restarting_the_gateway, rr_name, webhook};
@@ -1396,19 +1396,13 @@ mod resilience {
         // Other specs reading audit events meanwhile wait for it; they never meet a refusal.
         // Down: every datastorage container has exited. Empty endpoints are not enough: a
         // terminating pod serves on for its SHUTDOWN_DELAY_SECONDS while kube-proxy forgets it,
-        // so a delivery could still reach it and the spec pass without an outage. An exited pod
-        // may stay listed for seconds until the kubelet removes it; that wait would be for nothing.
+        // so a delivery could still reach it and the spec pass without an outage.
         let deployments = Api::<Deployment>::namespaced(gw.client.clone(), &gw.env.namespace);
         let replicas = |n: i32| serde_json::json!({"spec": {"replicas": n}});
         deployments.patch("datastorage", &PatchParams::default(), &Patch::Merge(&replicas(0))).await.unwrap();
         let pods = Api::<Pod>::namespaced(gw.client.clone(), &gw.env.namespace);
         let datastorage = ListParams::default().labels("app.kubernetes.io/name=datastorage");
         let down = eventually_opt(Duration::from_secs(60), || async {
-            let exited = |pod: &Pod| {
-                let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-                pod.metadata.deletion_timestamp.is_some()
-                    && statuses.into_iter().flatten().all(|c| c.state.as_ref().is_none_or(|s| s.running.is_none()))
-            };
             pods.list(&datastorage).await.ok()?.items.iter().all(exited).then_some(())
         })
         .await;
