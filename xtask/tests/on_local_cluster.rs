@@ -1265,12 +1265,18 @@ fn on_local_cluster_images_compiled_in_the_engine_pass_the_gateway_specs_and_reb
     let scratch = Scratch::new("container");
     let builder = std::env::var("REMEDY_BUILDER_IMAGE")
         .expect("REMEDY_BUILDER_IMAGE is not set: make one with `eval \"$(bash test/builder-image.sh)\"`");
-    // A copy of the workspace, so that the second run can see a changed gateway.
+    // A copy of the workspace, so that the runs can change the gateway.
     let copy = workspace_copy();
     let main_rs = copy.join("services/gateway/src/main.rs");
     let original = std::fs::read_to_string(&main_rs).unwrap();
-    let edited = original.replace("\"starting gateway\"", "\"starting gateway, edited by the container builder test\"");
-    assert_ne!(edited, original, "the line the test edits is gone from services/gateway/src/main.rs");
+    // Each run's gateway is one no build has seen: BuildKit answers a context it has built before
+    // (an earlier CI run on this machine) from its layer cache, without running cargo at all.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let edit = |run: &str| {
+        let line = format!("\"starting gateway, edited by the container builder test {nonce} for its {run} run\"");
+        original.replace("\"starting gateway\"", &line)
+    };
+    assert_ne!(edit("first"), original, "the line the test edits is gone from services/gateway/src/main.rs");
     let _restore = Restore(main_rs.clone(), original.clone());
     // Docker's own client here (/usr/local/bin, 28.x) builds with BuildKit only through buildx,
     // which this machine lacks; Debian's (/usr/bin, 20.10) has it built in.
@@ -1291,12 +1297,13 @@ fn on_local_cluster_images_compiled_in_the_engine_pass_the_gateway_specs_and_reb
         );
         run
     };
+    std::fs::write(&main_rs, edit("first")).unwrap();
     let first = run("first");
     let log = binaries_log(&first);
     assert!(log.contains("DOCKER_BUILDKIT=1 docker build --platform linux/amd64 --target export"), "{log}");
     assert!(log.contains("2 binaries load with glibc 2.36 on amd64"), "{log}");
 
-    std::fs::write(&main_rs, &edited).unwrap();
+    std::fs::write(&main_rs, edit("second")).unwrap();
     let second = run("second");
     let log = binaries_log(&second);
     // Incremental: the changed crate is compiled again, its dependencies come from the cached
